@@ -1,0 +1,1 @@
+"""Built-in device profiles (YAML, validated by edgeseg.devices.DeviceProfile)."""

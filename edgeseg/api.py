@@ -1,0 +1,200 @@
+"""The Python API: the same operations the CLI runs.
+
+    model = edgeseg.load("fastvit_t8.pth")           # detected architecture, eval mode
+    fused, result = edgeseg.reparameterize(model)   # verified single-conv model
+    edgeseg.save_deploy(fused, "fastvit_t8.deploy.safetensors")
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgeseg.checkpoint.deploy import read_deploy_metadata, save_deploy
+from edgeseg.checkpoint.detect import Detection, build_structure, detect
+from edgeseg.checkpoint.layouts import KeyLayout
+from edgeseg.checkpoint.reader import RawCheckpoint, read_checkpoint
+from edgeseg.errors import DetectionError, EdgesegError, VerificationError
+from edgeseg.registry import ModelEntry, get_entry
+
+__all__ = ["ModelInfo", "ReparamResult", "create", "load", "load_raw", "reparameterize", "save_deploy", "resolve_custom"]
+
+
+@dataclass
+class ModelInfo:
+    """What edgeseg knows about a model it built or loaded (attached as `model.edgeseg`)."""
+
+    arch: str
+    family: str
+    task: str
+    cfg: dict[str, Any]
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    layout: str = ""
+    fused: bool = False
+    fixed_input_size: tuple[int, int] | None = None  # resolution-baked deploy models
+    size_divisor: int = 32
+    source_path: str | None = None
+    source_format: str | None = None
+    source_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _info(entry: ModelEntry, cfg: dict, **kw: Any) -> ModelInfo:
+    kw.setdefault("layout", entry.canonical_layout.name if entry.canonical_layout else "")
+    return ModelInfo(arch=entry.name, family=entry.family, task=entry.task, cfg=dict(cfg), input_size=tuple(entry.input_size),
+                     mean=tuple(entry.mean), std=tuple(entry.std), size_divisor=entry.size_divisor, **kw)
+
+
+def resolve_custom(spec: str, input_size: tuple[int, int] | None = None, task: str = "classification") -> ModelEntry:
+    """A user model given as `package.module:factory` goes through the same pipeline."""
+    mod_name, _, fn_name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise EdgesegError(f"cannot import model factory {spec!r} ({exc})", "pass module:function importable from the current environment") from exc
+    return ModelEntry(name=spec, factory=factory, family="custom", task=task, input_size=tuple(input_size or (224, 224)),
+                      layouts=(KeyLayout("plain", "the model's own state_dict keys", container="plain"),))
+
+
+def _is_custom(arch: str | None) -> bool:
+    return bool(arch) and ":" in arch
+
+
+def create(name: str, *, pretrained_like: int | None = None, **cfg: Any):
+    """Build a registered (or `module:factory`) model in eval mode.
+
+    `pretrained_like=SEED` fills it with deterministic non-trivial weights (demo, tests).
+    """
+    entry = resolve_custom(name) if _is_custom(name) else get_entry(name)
+    model = entry.build(**cfg)
+    if pretrained_like is not None:
+        from edgeseg.synthetic import randomize_weights_
+
+        d = entry.size_divisor
+        calib = tuple(max(d * 2, (s // 2) // d * d) for s in entry.input_size)
+        randomize_weights_(model, pretrained_like, calib_size=calib)
+    model.edgeseg = _info(entry, {**entry.default_cfg, **cfg})
+    return model.eval()
+
+
+def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int, int] | None = None) -> Detection:
+    meta = read_deploy_metadata(raw.metadata)
+    if meta and not arch:
+        arch = meta["arch"]
+    if _is_custom(arch):
+        entry = resolve_custom(arch, input_size or (meta or {}).get("input_size"))
+        fused = meta["fused"] if meta else None
+        candidates = (fused,) if fused is not None else (False, True)
+        found = None
+        for f in candidates:
+            model = build_structure(entry, (meta or {}).get("cfg", {}), f)
+            if set(model.state_dict()) == set(raw.state_dict):
+                found = f
+                break
+        if found is None:
+            from edgeseg.checkpoint.detect import diff_keys
+
+            model = build_structure(entry, {}, False)
+            d = diff_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, raw.state_dict)
+            raise DetectionError(f"checkpoint does not match {arch}: {d.describe()}", "check the factory or the checkpoint")
+        return Detection(entry, entry.layouts[0], found, (meta or {}).get("cfg", {}), raw.state_dict)
+    if meta:
+        return detect(raw.state_dict, arch=arch, fused=meta["fused"], cfg=meta["cfg"], layouts=[meta["layout"]] if meta["layout"] else None,
+                      input_size=meta["fixed_input_size"])
+    return detect(raw.state_dict, arch=arch, hf_config=raw.config)
+
+
+def load_state_dict_strict(model, state_dict: dict) -> None:
+    from edgeseg.checkpoint.detect import _optional
+
+    result = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in result.missing_keys if not _optional(k)]
+    if missing or result.unexpected_keys:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if result.unexpected_keys:
+            parts.append(f"unexpected {', '.join(result.unexpected_keys[:5])}")
+        raise DetectionError(f"strict load failed: {'; '.join(parts)}", "check --arch or the checkpoint")
+
+
+def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int, int] | None = None):
+    det = detect_checkpoint(raw, arch, input_size)
+    try:
+        model = build_structure(det.entry, det.cfg, det.fused, det.input_size)
+    except EdgesegError:
+        raise
+    load_state_dict_strict(model, det.state_dict)
+    model.eval()
+    meta = read_deploy_metadata(raw.metadata) or {}
+    info = _info(det.entry, det.cfg, layout=det.layout.name, fused=det.fused, source_path=str(raw.path), source_format=raw.format,
+                 source_sha256=meta.get("source_sha256") or raw.sha256, fixed_input_size=det.input_size)
+    if det.input_size:
+        info.input_size = tuple(det.input_size)
+    elif meta.get("input_size"):
+        info.input_size = tuple(meta["input_size"])
+    if input_size and _is_custom(det.entry.name):
+        info.input_size = tuple(input_size)
+    model.edgeseg = info
+    return model
+
+
+def load(path: str | Path, arch: str | None = None, *, input_size: tuple[int, int] | None = None):
+    """Load a checkpoint in its original project's format (or an edgeseg deploy file), safely.
+
+    The architecture is detected from key names and shapes unless `arch` names a registered
+    model, a family, or a `module:factory` spec. Returns the model in eval mode; its forward
+    returns what the original implementation returns.
+    """
+    return load_raw(read_checkpoint(path), arch, input_size)
+
+
+@dataclass
+class ReparamResult:
+    report: Any  # FuseReport
+    equivalence: Any | None  # EquivalenceReport
+
+
+def verification_sizes(info: ModelInfo, input_size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """The deploy size plus one other valid (non-square) size, unless the size is baked in."""
+    main = tuple(input_size or info.fixed_input_size or info.input_size)
+    if info.fixed_input_size:
+        return [main]
+    d = info.size_divisor
+    other = (max(d, main[0] - d), main[1] + d)
+    return [main, other]
+
+
+def reparameterize(model, *, verify: bool = True, input_size: tuple[int, int] | None = None, inplace: bool = False,
+                   tolerance: float | None = None, seed: int | None = None, sizes: list[tuple[int, int]] | None = None):
+    """Fuse every reparameterizable block; with `verify`, prove fused == unfused or raise.
+
+    Returns (fused_model, ReparamResult). The input model is left untouched unless `inplace`.
+    """
+    from edgeseg.reparam.verify import FP32_REL_TOL, check_equivalence
+    from edgeseg.reparam.walker import reparameterize_model
+
+    info: ModelInfo | None = getattr(model, "edgeseg", None)
+    fused = model if inplace else copy.deepcopy(model)
+    reference = copy.deepcopy(model) if (verify and inplace) else model
+    size = tuple(input_size or (info.fixed_input_size or info.input_size if info else (224, 224)))
+    report = reparameterize_model(fused, input_size=size)
+    equivalence = None
+    if verify:
+        check_sizes = sizes or (verification_sizes(info, size) if info else [size])
+        equivalence = check_equivalence(reference, fused, check_sizes, seed=seed, tolerance=tolerance or FP32_REL_TOL)
+        if not equivalence.passed:
+            raise VerificationError(
+                f"fused model differs from the original: max error {equivalence.max_rel:.3g} of output scale "
+                f"(tolerance {equivalence.tolerance:.0e}, seed {equivalence.seed})",
+                "report this with the checkpoint; --no-verify skips the gate at your own risk",
+            )
+    if info is not None:
+        fixed = getattr(fused, "baked_input_size", None)
+        fused.edgeseg = replace(info, fused=True, fixed_input_size=tuple(fixed) if fixed else info.fixed_input_size, extra=dict(info.extra))
+    return fused, ReparamResult(report, equivalence)

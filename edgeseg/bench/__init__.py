@@ -1,0 +1,1 @@
+"""Latency measurement: statistics, local timing harness, device runs, latency model."""

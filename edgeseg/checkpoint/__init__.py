@@ -1,0 +1,1 @@
+"""Checkpoint -> model: safe reading, key layouts, architecture detection, deploy files."""

@@ -1,0 +1,62 @@
+"""Deploy checkpoints: fused weights in .safetensors with the metadata needed to reload them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgeseg.atomic import atomic_output
+
+META_PREFIX = "edgeseg."
+
+
+def deploy_metadata(info: Any, **extra: Any) -> dict[str, str]:
+    from edgeseg import __version__
+
+    meta = {
+        "format": "pt",
+        f"{META_PREFIX}arch": info.arch,
+        f"{META_PREFIX}family": info.family,
+        f"{META_PREFIX}task": info.task,
+        f"{META_PREFIX}cfg": json.dumps(info.cfg, sort_keys=True),
+        f"{META_PREFIX}reparameterized": "true" if info.fused else "false",
+        f"{META_PREFIX}input_size": json.dumps(list(info.input_size)),
+        f"{META_PREFIX}fixed_input_size": json.dumps(list(info.fixed_input_size) if info.fixed_input_size else None),
+        f"{META_PREFIX}layout": info.layout,
+        f"{META_PREFIX}version": __version__,
+        f"{META_PREFIX}source_sha256": info.source_sha256 or "",
+    }
+    meta.update({f"{META_PREFIX}{k}": v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return meta
+
+
+def read_deploy_metadata(metadata: dict[str, str]) -> dict[str, Any] | None:
+    if f"{META_PREFIX}arch" not in metadata:
+        return None
+    get = lambda k, default=None: metadata.get(f"{META_PREFIX}{k}", default)  # noqa: E731
+    fixed = json.loads(get("fixed_input_size", "null"))
+    return {
+        "arch": get("arch"),
+        "cfg": json.loads(get("cfg", "{}")),
+        "fused": get("reparameterized") == "true",
+        "input_size": tuple(json.loads(get("input_size", "null")) or ()) or None,
+        "fixed_input_size": tuple(fixed) if fixed else None,
+        "layout": get("layout"),
+        "source_sha256": get("source_sha256"),
+        "version": get("version"),
+    }
+
+
+def save_deploy(model: Any, path: str | Path, *, overwrite: bool = False, **extra: Any) -> Path:
+    """Write `model` (loaded or built by edgeseg) and check it loads back before renaming."""
+    from safetensors.torch import save_file
+
+    from edgeseg.api import load
+
+    info = model.edgeseg
+    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        save_file(sd, str(tmp), metadata=deploy_metadata(info, **extra))
+        load(tmp)  # strict reload: the file must describe itself completely
+    return Path(path)

@@ -1,0 +1,54 @@
+"""Shared CLI helpers: options, size parsing, JSON or Rich output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import typer
+
+from edgeseg.errors import EdgesegError
+
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+ARCH_OPTION = typer.Option(None, "--arch", help="Architecture (e.g. fastvit_t8), family, or module:factory; detected when omitted.")
+INPUT_SIZE_OPTION = typer.Option(None, "--input-size", help="Input size HxW (or one number for square); default from the model.")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing output.")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        dims = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        dims = []
+    if len(dims) == 1:
+        dims = dims * 2
+    if len(dims) != 2 or min(dims) <= 0:
+        raise EdgesegError(f"invalid input size {text!r}", "use HxW, e.g. 256x256, or one number")
+    return dims[0], dims[1]
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def emit(data: dict[str, Any], as_json: bool, render: Callable[[Any], None]) -> None:
+    """Print `data` as JSON, or let `render` print it for people."""
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        render(console())
+
+
+def fmt_count(n: float | int | None, unit: str = "") -> str:
+    if n is None:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3f}{suffix}{unit}"
+    return f"{n}{unit}"

@@ -1,0 +1,79 @@
+"""`edgeseg models` and `edgeseg info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeseg.cli.app import app
+from edgeseg.cli.common import ARCH_OPTION, JSON_OPTION, emit, fmt_count
+
+
+@app.command("models")
+def models_cmd(
+    family: Optional[str] = typer.Option(None, "--family", help="Only this family."),
+    macs: bool = typer.Option(True, "--macs/--no-macs", help="Count MACs at the default size (slower)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the registered architectures: task, params, MACs, reparameterizable blocks."""
+    from edgeseg.model_table import describe_models
+
+    rows = describe_models(family, with_macs=macs)
+
+    def render(con):
+        from rich.table import Table
+
+        t = Table(title="edgeseg architectures")
+        for col in ("model", "task", "input", "params", "params fused", "MACs fused", "reparameterizable blocks"):
+            t.add_column(col, justify="right" if col.startswith(("params", "MACs")) else "left")
+        for r in rows:
+            blocks = ", ".join(f"{k} x{v}" for k, v in r["reparam_blocks"].items()) or "-"
+            t.add_row(r["name"], r["task"], "x".join(map(str, r["input_size"])), fmt_count(r["params"]), fmt_count(r["params_fused"]),
+                      fmt_count(r.get("macs_fused")), blocks)
+        con.print(t)
+
+    emit({"models": rows}, as_json, render)
+
+
+@app.command("info")
+def info_cmd(
+    ckpt: Path = typer.Argument(..., help="Checkpoint file or Hugging Face directory."),
+    arch: Optional[str] = ARCH_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show a checkpoint's format, architecture, variant, size and whether it is fused."""
+    from edgeseg.analysis import count_params
+    from edgeseg.api import load_raw
+    from edgeseg.checkpoint.reader import read_checkpoint
+
+    raw = read_checkpoint(ckpt)
+    model = load_raw(raw, arch)
+    info = model.edgeseg
+    data = {
+        "path": str(ckpt),
+        "format": raw.format,
+        "wrapper": raw.wrapper,
+        "layout": info.layout,
+        "arch": info.arch,
+        "family": info.family,
+        "task": info.task,
+        "cfg": info.cfg,
+        "reparameterized": info.fused,
+        "input_size": list(info.input_size),
+        "fixed_input_size": list(info.fixed_input_size) if info.fixed_input_size else None,
+        "params": count_params(model),
+        "tensors": len(raw.state_dict),
+        "sha256": raw.sha256,
+    }
+
+    def render(con):
+        from rich.table import Table
+
+        t = Table(show_header=False, title=str(ckpt))
+        for k, v in data.items():
+            t.add_row(k, fmt_count(v) if k == "params" else str(v))
+        con.print(t)
+
+    emit(data, as_json, render)

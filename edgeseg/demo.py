@@ -1,0 +1,43 @@
+"""`edgeseg demo`: the whole pipeline on a built-in model, with no downloads.
+
+A zoo model gets deterministic non-trivial weights, is saved in its original project's
+checkpoint format, and then goes through the same steps a user's checkpoint does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_MODEL = "fastvit_t8"
+
+
+def _default_model() -> str:
+    from edgeseg.registry import list_models
+
+    names = [e.name for e in list_models()]
+    return DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+
+
+def run_demo(model_name: str | None = None, workdir: str | Path = "edgeseg-demo", *, seed: int = 0,
+             progress: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    from edgeseg.api import create
+    from edgeseg.registry import get_entry
+    from edgeseg.reparam.job import reparam_checkpoint
+
+    name = model_name or _default_model()
+    entry = get_entry(name)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    layout = entry.canonical_layout
+    ckpt = workdir / (name if layout.container == "hf" else f"{name}.pth")
+
+    progress(f"building {name} with deterministic weights (seed {seed})")
+    model = create(name, pretrained_like=seed)
+    layout.save(model.state_dict(), ckpt, entry=entry, cfg=model.edgeseg.cfg)
+    steps: dict[str, Any] = {"model": name, "workdir": str(workdir), "checkpoint": str(ckpt), "checkpoint_layout": layout.name}
+
+    progress(f"load -> reparameterize -> verify ({ckpt.name})")
+    deploy = workdir / f"{name}.deploy.safetensors"
+    steps["reparam"] = reparam_checkpoint(ckpt, deploy, overwrite=True)
+    return steps

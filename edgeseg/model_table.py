@@ -1,0 +1,34 @@
+"""The facts `edgeseg models` shows, computed from the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def describe_models(family: str | None = None, with_macs: bool = True) -> list[dict[str, Any]]:
+    import copy
+
+    from edgeseg.analysis import count_macs, count_params
+    from edgeseg.reparam.walker import reparameterize_model
+    from edgeseg.registry import list_models
+
+    rows = []
+    for entry in list_models(family):
+        model = entry.build()
+        fused = copy.deepcopy(model)
+        report = reparameterize_model(fused, input_size=entry.input_size)
+        row = {
+            "name": entry.name,
+            "family": entry.family,
+            "task": entry.task,
+            "input_size": list(entry.input_size),
+            "params": count_params(model),
+            "params_fused": count_params(fused),
+            "reparam_blocks": report.as_dict(),
+            "layouts": [l.name for l in entry.layouts],
+            "description": entry.description,
+        }
+        if with_macs:
+            row["macs_fused"] = count_macs(fused, entry.input_size)
+        rows.append(row)
+    return rows

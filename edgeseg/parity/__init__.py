@@ -1,0 +1,7 @@
+"""Parity: run the PyTorch reference and each exported artifact on the same inputs and
+compare tensor-wise and task-wise. Backends (ONNX Runtime, Core ML, TensorRT) plug in through
+`register_backend`; the comparison code never knows which runtime produced an output."""
+
+from edgeseg.parity.backends import Backend, BackendUnavailable, get_backend, register_backend
+
+__all__ = ["Backend", "BackendUnavailable", "get_backend", "register_backend"]

@@ -1,0 +1,37 @@
+"""Helpers for tests of edgeseg and of user models: official-format checkpoints with
+non-trivial weights, and the fused-vs-unfused assertion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def make_checkpoint(name: str, path: str | Path, *, layout: str | None = None, seed: int = 0, **cfg: Any):
+    """Build `name` with non-trivial weights and save it in an original project's layout.
+
+    Returns the in-memory model (the reference for load tests).
+    """
+    from edgeseg.api import create
+    from edgeseg.checkpoint.layouts import find_layout
+    from edgeseg.registry import get_entry
+
+    entry = get_entry(name)
+    model = create(name, pretrained_like=seed, **cfg)
+    lay = find_layout(entry, layout) if layout else entry.canonical_layout
+    lay.save(model.state_dict(), path, entry=entry, cfg=model.edgeseg.cfg)
+    return model
+
+
+def assert_reparam_equivalent(model, sizes=None, tolerance: float = 1e-4):
+    """Fuse a copy of `model`, check it matches on fresh random inputs, return (fused, report)."""
+    from edgeseg.api import reparameterize
+
+    fused, result = reparameterize(model, verify=False)
+    from edgeseg.api import verification_sizes
+    from edgeseg.reparam.verify import check_equivalence
+
+    sizes = sizes or verification_sizes(model.edgeseg)
+    report = check_equivalence(model, fused, sizes, tolerance=tolerance)
+    assert report.passed, report.as_dict()
+    return fused, report
