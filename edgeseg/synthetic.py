@@ -34,7 +34,7 @@ def randomize_weights_(model: nn.Module, seed: int = 0, calib_size: tuple[int, i
         if _LAYER_SCALE.search(name) and not isinstance(p, nn.UninitializedParameter):
             p.copy_(uniform(p, 0.2, 0.9))
         elif p.dim() > 1:
-            fan_in = p[0].numel()
+            fan_in = p[0].numel() if p.numel() else 1
             p.copy_(normal(p, (1.0 / max(fan_in, 1)) ** 0.5))
         elif leaf == "bias":
             p.copy_(normal(p, 0.05))

@@ -54,6 +54,20 @@ def _numpy_safe_globals() -> list:
     return out
 
 
+def _unsafe_globals(path: Path, message: str) -> list[str]:
+    import re
+
+    import torch
+
+    try:
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # legacy (non-zip) pickles: torch names the global in its message
+        names = []
+    allowed = {f"{g[1]}" if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in _numpy_safe_globals()}
+    names = [n for n in names if n not in allowed]
+    return names or re.findall(r"Unsupported global: GLOBAL ([\w.]+)", message)
+
+
 def _torch_load(path: Path) -> Any:
     import torch
 
@@ -61,18 +75,13 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        if "Weights only load failed" in msg or "Unsupported global" in msg or "Unsupported operand" in msg:
-            try:
-                names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-            except Exception:
-                names = []
-            unsafe = ", ".join(names) or msg.split("Unsupported global:")[-1].split(".")[0].strip() or "unknown"
+        names = _unsafe_globals(path, str(exc))
+        if names:
             raise CheckpointError(
-                f"{path} needs arbitrary Python objects to load ({unsafe}); edgeseg never unpickles them",
+                f"{path} needs arbitrary Python objects to load ({', '.join(names)}); edgeseg never unpickles them",
                 "re-save only its state_dict (or convert it to .safetensors) from code you trust",
             ) from exc
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({msg.splitlines()[0]})", "pass a .pth/.pt/.safetensors file or a Hugging Face model directory") from exc
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint", "pass a .pth/.pt/.safetensors file or a Hugging Face model directory") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         first = str(exc).splitlines()[0].split(". ")[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or corrupt ({first})", "re-download or re-save the checkpoint") from exc

@@ -47,8 +47,12 @@ def _call(fn, ctx: dict):
     return fn(**kwargs)
 
 
+_MARK = "_edgeseg_reparameterized"
+
+
 def _is_deployed(module: nn.Module) -> bool:
-    return bool(getattr(module, "is_reparameterized", False))
+    # The mark keeps the walker idempotent even for user hooks that are not.
+    return bool(getattr(module, "is_reparameterized", False) or getattr(module, _MARK, False))
 
 
 def _apply_hooks(parent: nn.Module, ctx: dict, report: FuseReport) -> None:
@@ -56,6 +60,7 @@ def _apply_hooks(parent: nn.Module, ctx: dict, report: FuseReport) -> None:
         hook = _hook_of(child)
         if hook is not None and not _is_deployed(child):
             result = _call(hook, ctx)
+            setattr(child, _MARK, True)
             if isinstance(result, nn.Module) and result is not child:
                 setattr(parent, name, result)
                 child = result
@@ -84,6 +89,7 @@ def reparameterize_model(model: nn.Module, **ctx) -> FuseReport:
     root_hook = _hook_of(model)
     if root_hook is not None and not _is_deployed(model):
         _call(root_hook, ctx)
+        setattr(model, _MARK, True)
         report.fused[type(model).__name__] += 1
     _apply_hooks(model, ctx, report)
     _fold_sequential_bn(model, report)
