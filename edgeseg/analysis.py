@@ -11,10 +11,10 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_size: tuple[int, int], batch: int = 1, channels: int = 3) -> int:
+def count_macs(model: nn.Module, input_size: tuple[int, int], batch: int = 1, channels: int = 3, device: str = "cpu") -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(batch, channels, *input_size)
+    x = torch.zeros(batch, channels, *input_size, device=device)
     counter = FlopCounterMode(display=False)
     with counter:
         model(x)

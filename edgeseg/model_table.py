@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def describe_models(family: str | None = None, with_macs: bool = True) -> list[dict[str, Any]]:
+def _describe(entry, with_macs: bool, device: str) -> dict[str, Any]:
     import copy
+
+    import torch
 
     from edgeseg.analysis import count_macs, count_params
     from edgeseg.reparam.walker import reparameterize_model
-    from edgeseg.registry import list_models
 
-    rows = []
-    for entry in list_models(family):
+    with torch.device(device):
         model = entry.build()
         fused = copy.deepcopy(model)
         report = reparameterize_model(fused, input_size=entry.input_size)
@@ -29,6 +29,19 @@ def describe_models(family: str | None = None, with_macs: bool = True) -> list[d
             "description": entry.description,
         }
         if with_macs:
-            row["macs_fused"] = count_macs(fused, entry.input_size)
-        rows.append(row)
+            row["macs_fused"] = count_macs(fused, entry.input_size, device=device)
+    return row
+
+
+def describe_models(family: str | None = None, with_macs: bool = True) -> list[dict[str, Any]]:
+    """Sizes come from meta-device builds (no weights, no compute); models whose forward
+    needs real data fall back to the CPU."""
+    from edgeseg.registry import list_models
+
+    rows = []
+    for entry in list_models(family):
+        try:
+            rows.append(_describe(entry, with_macs, "meta"))
+        except Exception:
+            rows.append(_describe(entry, with_macs, "cpu"))
     return rows

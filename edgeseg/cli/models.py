@@ -26,11 +26,15 @@ def models_cmd(
         from rich.table import Table
 
         t = Table(title="edgeseg architectures")
-        for col in ("model", "task", "input", "params", "params fused", "MACs fused", "reparameterizable blocks"):
-            t.add_column(col, justify="right" if col.startswith(("params", "MACs")) else "left")
+        t.add_column("model", no_wrap=True)
+        t.add_column("task", no_wrap=True)
+        t.add_column("input", no_wrap=True)
+        for col in ("params", "fused", "MACs fused"):
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("reparameterizable blocks")
         for r in rows:
             blocks = ", ".join(f"{k} x{v}" for k, v in r["reparam_blocks"].items()) or "-"
-            t.add_row(r["name"], r["task"], "x".join(map(str, r["input_size"])), fmt_count(r["params"]), fmt_count(r["params_fused"]),
+            t.add_row(r["name"], "cls" if r["task"] == "classification" else "seg", "x".join(map(str, r["input_size"])), fmt_count(r["params"]), fmt_count(r["params_fused"]),
                       fmt_count(r.get("macs_fused")), blocks)
         con.print(t)
 
