@@ -38,6 +38,7 @@ class ModelInfo:
     fused: bool = False
     fixed_input_size: tuple[int, int] | None = None  # resolution-baked deploy models
     size_divisor: int = 32
+    channel_order: str = "rgb"
     source_path: str | None = None
     source_format: str | None = None
     source_sha256: str | None = None
@@ -47,7 +48,8 @@ class ModelInfo:
 def _info(entry: ModelEntry, cfg: dict, **kw: Any) -> ModelInfo:
     kw.setdefault("layout", entry.canonical_layout.name if entry.canonical_layout else "")
     return ModelInfo(arch=entry.name, family=entry.family, task=entry.task, cfg=dict(cfg), input_size=tuple(entry.input_size),
-                     mean=tuple(entry.mean), std=tuple(entry.std), size_divisor=entry.size_divisor, **kw)
+                     mean=tuple(entry.mean), std=tuple(entry.std), size_divisor=entry.size_divisor,
+                     channel_order=entry.channel_order, **kw)
 
 
 def resolve_custom(spec: str, input_size: tuple[int, int] | None = None, task: str = "classification") -> ModelEntry:
@@ -167,6 +169,10 @@ def verification_sizes(info: ModelInfo, input_size: tuple[int, int] | None = Non
         return [main]
     d = info.size_divisor
     other = (max(d, main[0] - d), main[1] + d)
+    if not _is_custom(info.arch):
+        alt = get_entry(info.arch).alt_input_size
+        if alt and tuple(alt) != main:
+            other = tuple(alt)
     return [main, other]
 
 

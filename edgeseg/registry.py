@@ -30,6 +30,7 @@ class ModelEntry:
     infer_cfg: Callable[[Mapping[str, Any]], dict] | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "rgb"  # "bgr" for models trained on OpenCV-decoded images (ml-cvnets)
     # A second valid input size for equivalence checks (non-square where the model allows).
     alt_input_size: tuple[int, int] | None = None
     # Input sizes must be multiples of this.
