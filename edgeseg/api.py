@@ -106,8 +106,7 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
             raise DetectionError(f"checkpoint does not match {arch}: {d.describe()}", "check the factory or the checkpoint")
         return Detection(entry, entry.layouts[0], found, (meta or {}).get("cfg", {}), raw.state_dict)
     if meta:
-        return detect(raw.state_dict, arch=arch, fused=meta["fused"], cfg=meta["cfg"], layouts=[meta["layout"]] if meta["layout"] else None,
-                      input_size=meta["fixed_input_size"])
+        return detect(raw.state_dict, arch=arch, fused=meta["fused"], cfg=meta["cfg"], canonical_only=True, input_size=meta["fixed_input_size"])
     return detect(raw.state_dict, arch=arch, hf_config=raw.config)
 
 
@@ -134,7 +133,7 @@ def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int,
     load_state_dict_strict(model, det.state_dict)
     model.eval()
     meta = read_deploy_metadata(raw.metadata) or {}
-    info = _info(det.entry, det.cfg, layout=det.layout.name, fused=det.fused, source_path=str(raw.path), source_format=raw.format,
+    info = _info(det.entry, det.cfg, layout=meta.get("layout") or det.layout.name, fused=det.fused, source_path=str(raw.path), source_format=raw.format,
                  source_sha256=meta.get("source_sha256") or raw.sha256, fixed_input_size=det.input_size)
     if det.input_size:
         info.input_size = tuple(det.input_size)

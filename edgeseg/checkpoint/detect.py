@@ -123,16 +123,21 @@ def detect(
     fused: bool | None = None,
     cfg: Mapping[str, Any] | None = None,
     input_size: tuple[int, int] | None = None,
+    canonical_only: bool = False,
 ) -> Detection:
-    """Find the unique (variant, layout, fused) whose keys and shapes match exactly."""
+    """Find the unique (variant, layout, fused) whose keys and shapes match exactly.
+
+    `canonical_only`: the keys are already our modules' names (edgeseg deploy files), whatever
+    container the weights originally came in.
+    """
     candidates = resolve_arch(arch) if arch else list_models()
     matches: list[Detection] = []
     near: list[tuple[int, str, KeyDiff]] = []
     for entry in candidates:
-        for layout in entry.layouts:
+        for layout in entry.layouts[:1] if canonical_only else entry.layouts:
             if layouts is not None and layout.name not in layouts:
                 continue
-            if (layout.container == "hf") != (hf_config is not None):
+            if not canonical_only and (layout.container == "hf") != (hf_config is not None):
                 continue
             try:
                 canonical = layout.to_canonical(dict(state_dict))
