@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeseg.errors import EdgesegError
 
@@ -51,12 +51,27 @@ class Ceiling(_Strict):
     gflops: float = Field(gt=0, description="Sustained compute, GFLOP/s (2 FLOPs per MAC).")
     gbps: float = Field(gt=0, description="Sustained memory bandwidth, GB/s.")
     layer_overhead_us: float = Field(0.0, ge=0, description="Fixed cost per layer (launch/dispatch), microseconds.")
+    # Dispatch cost differs between runtimes on one device (eager PyTorch vs ONNX Runtime).
+    runtime_overhead_us: dict[str, float] = Field(default_factory=dict, description="Per-runtime override of layer_overhead_us.")
+
+    def overhead_us(self, runtime: Optional[str] = None) -> float:
+        return self.runtime_overhead_us.get(runtime or "", self.layer_overhead_us)
+
+
+class LatencyModel(_Strict):
+    """How the roofline predictor treats this target's runtime."""
+
+    fuse_pointwise: bool = Field(True, description="The runtime fuses activations/adds into the producing layer (TensorRT, Core ML, ORT).")
+    calibration: Optional[str] = Field(None, description="Where the ceilings come from (spec sheet, measured, fitted).")
 
 
 class Access(_Strict):
     kind: Literal["local", "ssh", "macos-host"] = "local"
     python: str = "python3"
     workdir: str = "/tmp"
+    connect_timeout_s: float = Field(15.0, gt=0)
+    transfer_timeout_s: float = Field(300.0, gt=0)
+    run_timeout_s: float = Field(900.0, gt=0, description="Longest a remote build or benchmark step may run.")
 
 
 class DeviceProfile(_Strict):
@@ -70,6 +85,10 @@ class DeviceProfile(_Strict):
     software: Software = Field(default_factory=Software)
     ceilings: dict[Precision, Ceiling] = Field(default_factory=dict)
     access: Access = Field(default_factory=Access)
+    latency_model: LatencyModel = Field(default_factory=LatencyModel)
+    compute_units: Optional[Literal["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"]] = Field(None, description="Core ML compute units.")
+    detect: bool = Field(False, description="Facts filled in at run time from the machine running edgeseg (host-cpu).")
+    notes: list[str] = Field(default_factory=list, description="Set-up advice shown by `edgeseg devices show`.")
     source: Optional[str] = Field(None, description="Where the facts come from.")
 
     @field_validator("default_precision")
@@ -78,6 +97,32 @@ class DeviceProfile(_Strict):
         if "precisions" in info.data and v not in info.data["precisions"]:
             raise ValueError(f"default_precision {v} is not in precisions")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        unknown = [p for p in self.ceilings if p not in self.precisions]
+        if unknown:
+            raise ValueError(f"ceilings given for {', '.join(unknown)}, which is not in precisions")
+        if not self.ceilings and not self.detect:
+            raise ValueError("ceilings are required (at least for the default precision) unless detect is true")
+        if self.runtime == "tensorrt" and not self.software.tensorrt:
+            raise ValueError("a tensorrt profile must state software.tensorrt (engines are tied to the version)")
+        if self.runtime == "coreml" and not self.export.coreml_min_target:
+            raise ValueError("a coreml profile must state export.coreml_min_target")
+        return self
+
+    @property
+    def is_remote(self) -> bool:
+        return self.access.kind != "local"
+
+    def ceiling(self, precision: Optional[str] = None) -> Ceiling:
+        p = precision or self.default_precision
+        if p not in self.precisions:
+            raise EdgesegError(f"{self.name} does not run {p}", f"choose one of: {', '.join(self.precisions)}")
+        if p in self.ceilings:
+            return self.ceilings[p]
+        raise EdgesegError(f"device profile {self.name} has no compute/memory ceilings for {p}",
+                           "add ceilings." + p + " to the profile (or calibrate: `edgeseg devices calibrate`)")
 
 
 def builtin_dir() -> Path:
@@ -127,12 +172,72 @@ def load_profiles() -> dict[str, DeviceProfile]:
     return profiles
 
 
-def get_profile(name: str) -> DeviceProfile:
+def get_profile(name: str, *, threads: Optional[int] = None) -> DeviceProfile:
+    """The named profile; `detect: true` profiles (host-cpu) are filled in for this machine
+    (with `threads`, for that thread count: its calibration is measured per thread count)."""
     profiles = load_profiles()
     if name in profiles:
-        return profiles[name]
+        p = profiles[name]
+        if p.detect:
+            return detect_host(p.model_copy(update={"threads": threads}) if threads else p)
+        return p
     import difflib
 
     close = difflib.get_close_matches(name, list(profiles), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(profiles))}"
     raise EdgesegError(f"unknown device profile {name!r}", hint)
+
+
+def profile_paths() -> dict[str, Path]:
+    """Which file each profile name resolves to (later directories override earlier ones)."""
+    found: dict[str, Path] = {}
+    for d in _search_dirs():
+        if d.is_dir():
+            for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
+                found[load_profile_file(f).name] = f
+    return found
+
+
+def cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def host_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def detect_host(profile: DeviceProfile) -> DeviceProfile:
+    """Fill a `detect: true` profile with this machine's facts and cached calibration.
+
+    Cheap on purpose (export code asks for profiles too): the calibration micro-benchmarks
+    run only through `edgeseg.bench.calibrate` and are cached per machine.
+    """
+    import platform
+
+    from edgeseg.bench.calibrate import cached_calibration
+
+    threads = profile.threads or host_threads()
+    update: dict = {
+        "description": f"{profile.description}: {cpu_model()}, {threads} threads ({platform.machine()})",
+        "threads": threads,
+        "software": profile.software.model_copy(update={
+            "os": profile.software.os or f"{platform.system()} {platform.release()}",
+            "python": profile.software.python or platform.python_version(),
+        }),
+    }
+    cal = cached_calibration(threads)
+    if cal is not None:
+        update["ceilings"] = {**profile.ceilings, **cal.ceilings()}
+        update["latency_model"] = profile.latency_model.model_copy(update={"calibration": cal.describe()})
+    return profile.model_copy(update=update)
