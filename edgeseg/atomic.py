@@ -38,6 +38,9 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False, directory: b
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + path.suffix, dir=parent)
         os.close(fd)
         tmp = Path(name)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp's 0600 would make published outputs private
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():

@@ -17,6 +17,7 @@ _MODULES = {
     ".mlmodel": "edgeseg.parity.coreml_backend",
     ".engine": "edgeseg.parity.tensorrt_backend",
     ".plan": "edgeseg.parity.tensorrt_backend",
+    ".safetensors": "edgeseg.parity.torch_backend",
 }
 _BACKENDS: dict[str, Callable[..., "Backend"]] = {}
 
