@@ -42,13 +42,14 @@ it (the post-concat BN per half into the two depthwise convs), the BN in front o
 scalars and BN into the four projections; `linear_fuse` is dropped. The root's hook bakes the
 input size: AdaptiveAvgPool2d(7) becomes fixed pooling (matmuls where the size is not a
 multiple of 7), upsampling gets constant sizes, and the model then refuses other sizes.
-The stage 1-2 output BN is not folded: it sits after a residual sum whose consumers include
-the next block's residual.
+The root's hook also removes the BN at the end of every stage 1-2 block (after the residual
+sum, so it has no single conv to fold into): see `propagate_block_norms`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,7 @@ from torch import nn
 
 from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
 from edgeseg.errors import CheckpointError, EdgesegError
-from edgeseg.models.layers.norm_fold import fold_bn_into_following
+from edgeseg.models.layers.norm_fold import bn_after_affine, fold_affine_into_following, fold_bn_into_following
 from edgeseg.models.layers.static_pool import StaticAvgPool2d
 from edgeseg.registry import register_model
 from edgeseg.reparam.fusion import bn_scale_shift, conv_like, fuse_conv_bn
@@ -71,6 +72,9 @@ DECODER_DIM = 768
 POOL_STAGES = 2  # stages 1-2 mix tokens by pooling, stages 3-4 by attention
 KV_POOL = 7
 LAYER_SCALE_INIT = 1e-5
+# A carried block-end BN is undone by dividing each Mix-CFN output by its scale; smaller
+# scales (a zero gamma, a pruned channel) would blow that up, so the BN is kept there.
+MIN_CARRIED_SCALE = 1e-6
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "relu6": nn.ReLU6}
 
@@ -223,7 +227,7 @@ class PoolFormerLayer(nn.Module):
         super().__init__()
         self.pooling = TokenMixerPooling()
         self.norm_1: nn.BatchNorm2d | None = nn.BatchNorm2d(dim)
-        self.norm_2 = nn.BatchNorm2d(dim)
+        self.norm_2: nn.BatchNorm2d | None = nn.BatchNorm2d(dim)  # None once carried forward (deploy)
         self.mlp = MixCFN(dim, dim * mlp_ratio, act, names=("conv1", "conv2"))
         self.layer_scale_1 = nn.Parameter(LAYER_SCALE_INIT * torch.ones(dim))
         self.layer_scale_2 = nn.Parameter(LAYER_SCALE_INIT * torch.ones(dim))
@@ -252,7 +256,7 @@ class PoolFormerLayer(nn.Module):
             x = x + self.layer_scale_2.reshape(-1, 1, 1) * self.mlp(self.norm_1(x))
         else:
             x = x + self.mlp(x)
-        return self.norm_2(x)
+        return self.norm_2(x) if self.norm_2 is not None else x
 
 
 class PooledKVSelfAttention(nn.Module):
@@ -442,34 +446,114 @@ class WeightedSumDecodeHead(nn.Module):
         return self.classifier(self.dropout(self.activation(total)))
 
 
+# ---------------------------------------------------------------- block-end BN removal
+
+
+def _is_mean_pool(pool: nn.Module) -> bool:
+    """Window weights sum to 1 everywhere (padding excluded), so pool(a*x + b) = a*pool(x) + b."""
+    return (isinstance(pool, nn.AvgPool2d) and not pool.count_include_pad and not pool.ceil_mode
+            and pool.divisor_override is None)
+
+
+def _carried_scale_ok(scale: torch.Tensor) -> bool:
+    if scale.is_meta:  # structure only: refusals depend on weights, forced ones come from the cfg
+        return True
+    return bool((scale.abs() >= MIN_CARRIED_SCALE).all())  # False for NaN too
+
+
+@torch.no_grad()
+def _absorb_into_block(blk: PoolFormerLayer, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Make `blk` run on u where its real input is a*u + b (per channel); its output is then
+    a*u' + b for the real output before norm_2. The token mixer needs nothing (mean pooling
+    commutes with the affine, and x + ls1*(pool(x) - x) then does too); the Mix-CFN branch
+    sees the affine through its input norm and is scaled by 1/a where it joins the stream."""
+    mlp = blk.mlp
+    if blk.norm_1 is not None:
+        blk.norm_1 = bn_after_affine(blk.norm_1, a, b)
+    else:
+        mlp._modules[mlp.names[0]] = fold_affine_into_following(mlp.conv_in, a, b)
+    out = mlp.conv_out
+    inv = 1.0 / a
+    mlp._modules[mlp.names[1]] = conv_like(out, out.weight * inv.reshape(-1, 1, 1, 1), out.bias * inv)
+
+
+@torch.no_grad()
+def propagate_block_norms(model: BoostFormer, keep: Sequence[str] = ()) -> list[str]:
+    """Remove the BN ending each stage 1-2 block by carrying it forward as a per-channel affine.
+
+    Exact: the next block absorbs it (`_absorb_into_block`) and its own BN composes with it; at
+    the stage end, both consumers of the stage output (the next patch embedding's mean pool and
+    1x1 conv, and the head's projection of that stage) fold it into their input side. A BN stays
+    (composed with what it carries) where the carried scale would have to be divided by and is
+    tiny, or where `keep` names it ("stage.block"). Returns the kept BNs' names.
+    """
+    enc, head = model.segformer.encoder, model.decode_head
+    kept: list[str] = []
+    for i in range(POOL_STAGES):
+        blocks = enc.block[i]
+        embed = enc.patch_embeddings[i + 1]
+        if not (_is_mean_pool(embed.pool) and all(_is_mean_pool(blk.pooling.pool) for blk in blocks)):
+            kept += [f"{i}.{j}" for j in range(len(blocks))]
+            continue
+        pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        for j, blk in enumerate(blocks):
+            if pending is not None:
+                _absorb_into_block(blk, *pending)
+            s, t = bn_scale_shift(blk.norm_2)
+            if pending is not None:
+                a, b = pending
+                s, t = s * a, s * b + t
+            last = j == len(blocks) - 1  # the stage's consumers only multiply by the scale
+            if f"{i}.{j}" in keep or not (last or _carried_scale_ok(s)):
+                if pending is not None:
+                    blk.norm_2 = bn_after_affine(blk.norm_2, *pending)
+                kept.append(f"{i}.{j}")
+                pending = None
+            else:
+                blk.norm_2 = None
+                pending = (s, t)
+        if pending is not None:
+            embed.proj = fold_affine_into_following(embed.proj, *pending)
+            head.linear_c[i].proj = fold_affine_into_following(head.linear_c[i].proj, *pending)
+    return kept
+
+
 # ---------------------------------------------------------------- model
 
 
 class BoostFormer(nn.Module):
     """transformers-style SegformerForSemanticSegmentation(BoostFormer): image -> logits at 1/4."""
 
-    def __init__(self, num_classes: int = 150, hidden_act: str = "gelu"):
+    def __init__(self, num_classes: int = 150, hidden_act: str = "gelu", keep_block_norms: Sequence[str] = ()):
         super().__init__()
         self.segformer = BoostFormerBackbone(hidden_act)
         self.decode_head = WeightedSumDecodeHead(num_classes)
         self.baked_input_size: tuple[int, int] | None = None
+        # Block-end BNs the deploy transform must keep: how a deploy file whose weights forced
+        # some to stay (see `_infer_cfg`) gets its structure back without those weights.
+        self.keep_block_norms = tuple(keep_block_norms)
+        self.kept_block_norms: tuple[str, ...] | None = None  # set once the block norms are carried
 
     @property
     def is_reparameterized(self) -> bool:
         return self.baked_input_size is not None
 
     def reparameterize(self, input_size: tuple[int, int] | None = None) -> None:
-        """Bake the input size (the walker folds the norms block by block).
+        """Carry the stage 1-2 block-end BNs into their consumers, and bake the input size (the
+        walker folds the other norms block by block, after this hook).
 
         AdaptiveAvgPool2d(7) on a map whose size is not a multiple of 7 (32x32 in stage 3 at
         512 input) has no ONNX/Core ML equivalent; for a fixed size it is plain pooling or two
         constant matmuls. Upsampling sizes become constants too.
         """
+        if input_size is not None:
+            h, w = (int(s) for s in input_size)
+            if h < 32 or w < 32:
+                raise EdgesegError(f"cannot bake BoostFormer for input size {h}x{w}", "give a size of at least 32x32, e.g. 512x512")
+        if self.kept_block_norms is None:
+            self.kept_block_norms = tuple(propagate_block_norms(self, self.keep_block_norms))
         if input_size is None:
             return
-        h, w = (int(s) for s in input_size)
-        if h < 32 or w < 32:
-            raise EdgesegError(f"cannot bake BoostFormer for input size {h}x{w}", "give a size of at least 32x32, e.g. 512x512")
         sizes = stage_sizes((h, w))
         for i in range(POOL_STAGES, len(DIMS)):
             for blk in self.segformer.encoder.block[i]:
@@ -565,7 +649,12 @@ PLAIN = KeyLayout("boostformer-pth", "the same keys as a bare state dict (the di
 
 
 def _infer_cfg(sd: dict) -> dict:
-    return {"num_classes": int(sd["decode_head.classifier.weight"].shape[0])}
+    cfg: dict = {"num_classes": int(sd["decode_head.classifier.weight"].shape[0])}
+    if f"{_ENC}block.0.0.layer_scale_2" not in sd:  # fused: which block-end BNs its weights kept
+        kept = [f"{i}.{j}" for i in range(POOL_STAGES) for j in range(DEPTHS[i]) if f"{_ENC}block.{i}.{j}.norm_2.weight" in sd]
+        if kept:
+            cfg["keep_block_norms"] = kept
+    return cfg
 
 
 def executed_param_count(model: nn.Module) -> int:
@@ -587,5 +676,5 @@ def executed_param_count(model: nn.Module) -> int:
                 infer_cfg=_infer_cfg, labels="ade20k", size_divisor=32, alt_input_size=(480, 544),
                 default_cfg={"num_classes": 150},
                 description="BoostFormer (boostcamp SegFormer-B2 derivative, ADE20K, 512; logits at 1/4)")
-def boostformer(num_classes: int = 150, hidden_act: str = "gelu") -> BoostFormer:
-    return BoostFormer(num_classes=num_classes, hidden_act=hidden_act)
+def boostformer(num_classes: int = 150, hidden_act: str = "gelu", keep_block_norms: Sequence[str] = ()) -> BoostFormer:
+    return BoostFormer(num_classes=num_classes, hidden_act=hidden_act, keep_block_norms=keep_block_norms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import edgeseg
-from edgeseg.checkpoint.detect import detect
+from edgeseg.checkpoint.detect import build_structure, detect
 from edgeseg.checkpoint.layouts import LayoutMismatch, find_layout
 from edgeseg.errors import CheckpointError, DetectionError, EdgesegError
 from edgeseg.models import boostformer as bf
@@ -183,8 +184,8 @@ def test_reparameterize_is_equivalent_per_baked_size(fused, size):
     assert result.equivalence.passed and result.equivalence.max_rel < FP32_REL
     assert result.report.as_dict() == {"BoostFormer": 1, "MixCFN": 9, "PoolFormerLayer": 7, "WeightedSumDecodeHead": 1}
     assert model.baked_input_size == size and model.edgeseg.fixed_input_size == size
-    bns = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(bns) == 7 and all(n.endswith(".norm_2") and ".mlp." not in n for n in bns)  # stage 1-2 output BNs stay
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # block-end BNs carried away too
+    assert model.kept_block_norms == ()
     assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.modules())
     keys = model.state_dict().keys()
     assert not any(k.startswith(("decode_head.linear_fuse", "decode_head.weights", "decode_head.batch_norm")) for k in keys)
@@ -257,3 +258,90 @@ def test_default_size_equivalence_macs_and_onnx(tmp_path):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
         assert abs(got - want).max() / abs(want).max() < 1e-5
+
+
+# ---------------------------------------------------------------- block-end BN carrying
+
+SMALL = [(128, 128), (96, 160)]
+
+
+def _bns(model) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def _check(model, fused, sizes=SMALL, seed=11):
+    from edgeseg.reparam.verify import check_equivalence
+
+    report = check_equivalence(model, fused, sizes, seed=seed)
+    assert report.passed and report.max_rel < FP32_REL, report.as_dict()
+
+
+def test_structure_on_meta_matches_the_real_transform(fused):
+    model, _ = fused[(256, 256)]
+    cfg = bf._infer_cfg(model.state_dict())
+    assert cfg == {"num_classes": 21}
+    meta = build_structure(get_entry("boostformer"), cfg, True, (256, 256), device="meta")
+    assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert not _bns(meta)
+
+
+def test_zero_gamma_keeps_that_bn_and_stays_exact(tmp_path):
+    model = edgeseg.create("boostformer", pretrained_like=5, num_classes=7)
+    enc = model.segformer.encoder
+    with torch.no_grad():
+        enc.block[0][1].norm_2.weight[3] = 0.0  # would be divided by in block 0.2: refused
+        enc.block[1][0].norm_2.weight[9] = 1e-8  # tiny too
+        enc.block[1][3].norm_2.weight[0] = 0.0  # stage end: only multiplied, still carried
+    fused, result = edgeseg.reparameterize(model, input_size=SMALL[0], sizes=SMALL[:1], seed=2)
+    assert result.equivalence.passed and result.equivalence.max_rel < FP32_REL
+    assert fused.kept_block_norms == ("0.1", "1.0")
+    assert _bns(fused) == ["segformer.encoder.block.0.1.norm_2", "segformer.encoder.block.1.0.norm_2"]
+    # 0.1's BN is kept composed with the 0.0 BN it carries (a composed BN has a zero mean)
+    assert torch.count_nonzero(fused.state_dict()["segformer.encoder.block.0.1.norm_2.running_mean"]) == 0
+    path = edgeseg.save_deploy(fused, tmp_path / "bf.deploy.safetensors")  # the strict reload inside must pass
+    again = edgeseg.load(path)
+    assert again.kept_block_norms == ("0.1", "1.0") and again.edgeseg.cfg["keep_block_norms"] == ["0.1", "1.0"]
+    x = torch.randn(1, 3, *SMALL[0])
+    with torch.no_grad():
+        assert torch.equal(again(x), fused(x))
+
+
+def test_non_mean_pooling_refuses_the_stage():
+    """A pooling that counts padding does not commute with a shift: that stage keeps its BNs."""
+    model = edgeseg.create("boostformer", pretrained_like=6, num_classes=5)
+    embed = model.segformer.encoder.patch_embeddings[1]
+    embed.pool = torch.nn.AvgPool2d(embed.pool.kernel_size, embed.pool.stride, embed.pool.padding, count_include_pad=True)
+    fused, _ = edgeseg.reparameterize(model, input_size=SMALL[1], sizes=SMALL[1:], seed=4)
+    assert fused.kept_block_norms == ("0.0", "0.1", "0.2")
+    assert _bns(fused) == [f"segformer.encoder.block.0.{j}.norm_2" for j in range(3)]
+    _check(model, fused, SMALL[1:])
+
+
+def test_carrying_works_on_already_folded_blocks():
+    """Order-free: blocks fused by their own hook first still take the carried affine."""
+    model = edgeseg.create("boostformer", pretrained_like=8, num_classes=5)
+    fused = copy.deepcopy(model)
+    for stage in fused.segformer.encoder.block[:bf.POOL_STAGES]:
+        for blk in stage:
+            blk.reparameterize()
+    reparameterize_model(fused, input_size=SMALL[0])
+    assert not _bns(fused) and fused.kept_block_norms == ()
+    _check(model, fused, SMALL[:1])
+
+
+def _fused_shapes(keep) -> dict:
+    from edgeseg.checkpoint.detect import expected_shapes
+
+    return expected_shapes(get_entry("boostformer"), {"num_classes": 150, "keep_block_norms": list(keep)}, True, (512, 512))
+
+
+def test_deploy_files_with_every_block_norm_still_load():
+    """Deploy files written before the block-end BNs were carried keep all seven."""
+    every = [f"{i}.{j}" for i in range(bf.POOL_STAGES) for j in range(bf.DEPTHS[i])]
+    sd = {k: torch.empty(shape, device="meta") for k, shape in _fused_shapes(every).items()}
+    cfg = bf._infer_cfg(sd)
+    assert len(cfg["keep_block_norms"]) == 7
+    with torch.device("meta"):
+        model = bf.boostformer(**cfg)
+    reparameterize_model(model, input_size=(512, 512))
+    assert len(_bns(model)) == 7 and model.kept_block_norms == tuple(cfg["keep_block_norms"])
