@@ -7,7 +7,7 @@
 Each (model, size): the registered model with deterministic non-trivial weights, fused by
 `edgeseg.reparameterize` (its output is compared with the unfused one on the timing input),
 then both timed with `edgeseg.bench.timing.time_torch_model`: batch 1, fixed iterations after
-warm-up, in up to 4 interleaved rounds (unfused, fused, unfused, fused, ...) so that load drift on
+warm-up, in 2-4 interleaved rounds (unfused, fused, unfused, fused, ...) so that load drift on
 a shared machine hits both alike. Reported: median and p10-p90 in ms, and unfused/fused median.
 Sizes: 256 and 512 for every model, 1024 for the small ones (--large-size-models), with
 fewer iterations at the larger sizes. Nothing is asserted; the numbers depend on the machine,
@@ -24,7 +24,7 @@ import time
 
 DEFAULT_VARIANTS = ["fastvit_t8", "fastvit_t12", "fastvit_s12", "fastvit_sa12", "mobileone_s0", "mobileone_s1"]
 SMALL = ["fastvit_t8", "mobileone_s0", "mobileone_s1"]
-ITERATIONS = {256: 30, 512: 12, 1024: 4}  # per model and size, split over the interleaved rounds
+ITERATIONS = {256: 20, 512: 10, 1024: 4}  # per model and size, split over the interleaved rounds
 WARMUP = {256: 3, 512: 2, 1024: 1}
 
 
@@ -55,7 +55,7 @@ def measure(name: str, model, fused, result, size: int, iterations: int, warmup:
     max_rel = float((ref.double() - got.double()).abs().max() / ref.double().abs().max())
 
     times: dict[str, list[float]] = {"unfused": [], "fused": []}
-    rounds = max(1, min(4, iterations // 3))
+    rounds = max(min(2, iterations), min(4, iterations // 3))
     for r in range(rounds):  # interleaved: load drift on a shared host hits both alike
         n = iterations // rounds + (1 if r < iterations % rounds else 0)
         for label, m in (("unfused", model), ("fused", fused)):
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[256, 512], help="square input sizes for every model")
     p.add_argument("--large-sizes", nargs="*", type=int, default=[1024], help="extra sizes for the small models")
     p.add_argument("--large-size-models", nargs="*", default=SMALL, help="models that also run at --large-sizes")
-    p.add_argument("--iterations", type=float, default=1.0, help="scale the per-size iteration counts (30/12/4 at 256/512/1024)")
+    p.add_argument("--iterations", type=float, default=1.0, help="scale the per-size iteration counts (20/10/4 at 256/512/1024)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", default=None, help="also write every row (with raw times) to this file")
     args = p.parse_args(argv)

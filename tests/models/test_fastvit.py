@@ -5,6 +5,7 @@ Fast set: t8, t12, s12, sa12 at 128x128 (and 96x160); slow set: sa24, sa36, ma36
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -244,8 +245,6 @@ def test_originals_fused_checkpoints_load(name, layout, tmp_path):
     """Apple's `*_reparam.pth.tar` (and timm's fused state) keep ConvFFN's BN and the
     attention BN; loading folds them, so the result equals the original's fused model."""
     model = _model(name)
-    import copy
-
     partial = _original_style_fuse(copy.deepcopy(model))
     keys = set(find_layout(get_entry(name), layout).from_canonical(partial.state_dict()))
     assert any(k.endswith(("convffn.conv.bn.running_var", "mlp.conv.bn.running_var")) for k in keys)
