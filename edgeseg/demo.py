@@ -44,7 +44,8 @@ def run_demo(model_name: str | None = None, workdir: str | Path = "edgeseg-demo"
     steps: dict[str, Any] = {"model": name, "workdir": str(workdir), "checkpoint": str(ckpt), "checkpoint_layout": layout.name}
 
     progress("load -> reparameterize -> verify")
-    steps["reparam"] = reparam_checkpoint(ckpt, workdir / f"{name}.deploy.safetensors", overwrite=True)
+    steps["reparam"] = reparam_checkpoint(ckpt, workdir / f"{name}.deploy.safetensors", overwrite=True,
+                                          latency_iterations=min(10, iterations))
 
     progress("export to ONNX -> check -> simplify -> parity")
     steps["export"] = export_checkpoint(ckpt, workdir / f"{name}.onnx", overwrite=True, progress=progress)

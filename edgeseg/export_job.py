@@ -53,9 +53,13 @@ def _resolve_size(info, input_size, profile) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def _resolve_precision(precision: str | None, profile) -> str:
+# Core ML runs fp16 on the Neural Engine and TensorRT targets are built for fp16; ONNX stays exact.
+_TARGET_DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "trt": "fp16"}
+
+
+def _resolve_precision(precision: str | None, profile, target: str = "onnx") -> str:
     if profile is None:
-        return precision or "fp32"
+        return precision or _TARGET_DEFAULT_PRECISION.get(target, "fp32")
     chosen = precision or profile.default_precision
     if chosen not in profile.precisions:
         raise EdgesegError(f"{profile.name} does not run {chosen}", f"choose one of: {', '.join(profile.precisions)}")
@@ -120,7 +124,7 @@ def export_checkpoint(
         from edgeseg.devices import get_profile
 
         profile = get_profile(device)
-    prec = _resolve_precision(precision, profile)
+    prec = _resolve_precision(precision, profile, target)
     ckpt_path = Path(ckpt) if ckpt is not None else None
 
     t = time.perf_counter()

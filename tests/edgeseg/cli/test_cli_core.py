@@ -123,8 +123,14 @@ def test_models_table_json(capsys):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    code, stdout, err = run(["demo", "--model", "mobileone_s0", "--workdir", str(tmp_path / "demo"), "--json"], capsys)
+    code, stdout, err = run(["demo", "--model", "mobileone_s0", "--workdir", str(tmp_path / "demo"), "--iterations", "2", "--json"], capsys)
     assert code == 0, err
     res = json.loads(stdout)
     assert res["reparam"]["equivalence"]["passed"]
     assert os.path.exists(res["reparam"]["output"])
+    assert os.path.exists(res["export"]["output"]) and res["export"]["parity"]["status"] == "passed"
+    backends = {r["backend"] for r in res["bench"]["results"]}
+    assert backends == {"pytorch-unfused", "pytorch", "onnxruntime"}
+    for device in ("jetson-nano", "iphone-12-pro"):
+        (pred,) = res["predicted"][device]["results"]
+        assert pred["median_ms"] > 0 and pred["device"] == device
