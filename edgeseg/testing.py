@@ -35,3 +35,16 @@ def assert_reparam_equivalent(model, sizes=None, tolerance: float = 1e-4):
     report = check_equivalence(model, fused, sizes, tolerance=tolerance)
     assert report.passed, report.as_dict()
     return fused, report
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the `edgeseg` CLI in-process; returns (exit code, stdout, stderr) via pytest's capsys."""
+    from edgeseg.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -11,16 +11,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgeseg.cli import main
-from edgeseg.testing import make_checkpoint
+from edgeseg.testing import make_checkpoint, run_cli
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+run = run_cli  # (exit code, stdout, stderr)
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from edgeseg.cli import main
-from edgeseg.testing import make_checkpoint
+from edgeseg.testing import make_checkpoint, run_cli
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+run = run_cli  # (exit code, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
