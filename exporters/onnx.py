@@ -39,6 +39,7 @@ class OnnxPlan:
     avoid_ops: tuple[str, ...]
     require_minimal: bool
     keep_fp32_ops: tuple[str, ...]
+    runtime: str = "onnxruntime"  # what runs the artifact: decides which graph passes are kept
 
 
 def _max_opset() -> int:
@@ -100,6 +101,7 @@ def plan_export(request: ExportRequest) -> OnnxPlan:
         avoid_ops=tuple(constraints.avoid_ops) if constraints is not None else (),
         require_minimal=bool(request.options.get("require_minimal", info.fused)),
         keep_fp32_ops=tuple(request.options.get("fp16_keep_fp32_ops") or ()),
+        runtime=str(request.options.get("runtime") or (profile.runtime if profile is not None else None) or "onnxruntime"),
     )
 
 
@@ -138,18 +140,6 @@ def _check(model, stage: str) -> Any:
     except Exception as exc:  # onnx raises several checker/inference error types
         raise EdgesegError(f"the {stage} ONNX graph is invalid: {str(exc).strip().splitlines()[0][:300]}",
                            "rerun with --debug; try another --opset") from exc
-
-
-def _simplify(model) -> Any:
-    import onnxsim
-
-    try:
-        simplified, ok = onnxsim.simplify(model)
-    except Exception as exc:  # onnxsim raises plain RuntimeErrors
-        raise EdgesegError(f"onnxsim failed: {str(exc).strip().splitlines()[0][:300]}", "retry with --no-simplify") from exc
-    if not ok:
-        raise EdgesegError("onnxsim could not validate its simplified graph", "retry with --no-simplify")
-    return simplified
 
 
 def ort_session(model_or_path, threads: int | None = None):
@@ -274,8 +264,11 @@ def build_onnx(model, plan: OnnxPlan, *, seed: int = 0) -> tuple[Any, dict[str, 
     counts = {"exported": op_counts(raw)}
     _check(raw, "exported")
     final = raw
+    passes = None
     if plan.simplify:
-        final = _simplify(raw)
+        from edgeseg.exporters.onnx_passes import simplify_for_runtime
+
+        final, passes = simplify_for_runtime(raw, plan.runtime)
         counts["simplified"] = op_counts(final)
     pruned = prune_dead_nodes(final)
     final = _check(final, "simplified" if plan.simplify else "exported")
@@ -331,6 +324,8 @@ def build_onnx(model, plan: OnnxPlan, *, seed: int = 0) -> tuple[Any, dict[str, 
         "tools": tool_versions(),
         "warnings": notes[:10],
     }
+    if passes is not None:
+        manifest["graph_passes"] = passes
     if fp16_stats is not None:
         manifest["fp16"] = fp16_stats
     if dynamic_check is not None:
