@@ -151,7 +151,7 @@ def export_checkpoint(
         reparam = {"fused_blocks": result.report.as_dict(), "equivalence": result.equivalence.as_dict() if result.equivalence else None}
     timings["reparameterize_s"] = time.perf_counter() - t
 
-    opts = {"simplify": simplify, "seed": 0 if seed is None else seed, **(options or {})}
+    opts = {"simplify": simplify, "seed": 0 if seed is None else seed, "progress": progress, **(options or {})}
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".stage", dir=final.parent if str(final.parent) else "."))
     try:
         staged = stage / final.name

@@ -40,6 +40,7 @@ class OnnxPlan:
     require_minimal: bool
     keep_fp32_ops: tuple[str, ...]
     runtime: str = "onnxruntime"  # what runs the artifact: decides which graph passes are kept
+    int8: Any = None  # edgeseg.exporters.onnx_int8.Int8Options for --precision int8
 
 
 def _max_opset() -> int:
@@ -65,9 +66,15 @@ def plan_export(request: ExportRequest) -> OnnxPlan:
     hi = _max_opset()
     if not MIN_OPSET <= opset <= hi:
         raise EdgesegError(f"opset {opset} is not supported", f"choose {MIN_OPSET}..{hi}")
-    if request.precision not in ("fp32", "fp16"):
-        raise EdgesegError(f"ONNX export does not produce {request.precision} models",
-                           "use --precision fp32 or fp16 (int8 needs calibration: --target trt --calib-images DIR)")
+    if request.precision not in ("fp32", "fp16", "int8"):
+        raise EdgesegError(f"ONNX export does not produce {request.precision} models", "use --precision fp32, fp16 or int8")
+    int8 = None
+    if request.precision == "int8":
+        from edgeseg.exporters.onnx_int8 import Int8Options
+
+        if opset < 13:
+            raise EdgesegError(f"int8 with per-channel weights needs opset 13 or later; {opset} was asked", "use --opset 13 or later")
+        int8 = Int8Options.from_request(request.options, profile.name if profile is not None else None)
     if request.batch < 1:
         raise EdgesegError(f"invalid --batch {request.batch}", "use 1 or more")
     check_postprocess(info.task, request.postprocess)
@@ -102,6 +109,7 @@ def plan_export(request: ExportRequest) -> OnnxPlan:
         require_minimal=bool(request.options.get("require_minimal", info.fused)),
         keep_fp32_ops=tuple(request.options.get("fp16_keep_fp32_ops") or ()),
         runtime=str(request.options.get("runtime") or (profile.runtime if profile is not None else None) or "onnxruntime"),
+        int8=int8,
     )
 
 
@@ -295,6 +303,13 @@ def build_onnx(model, plan: OnnxPlan, *, seed: int = 0) -> tuple[Any, dict[str, 
         final, fp16_stats = _to_fp16(final, plan.keep_fp32_ops)
         final = _check(final, "fp16")
         counts["fp16"] = op_counts(final)
+    int8_stats = None
+    if plan.precision == "int8":
+        from edgeseg.exporters.onnx_int8 import quantize_onnx
+
+        final, int8_stats = quantize_onnx(final, input_size=plan.input_size, mean=info.mean, std=info.std,
+                                          channel_order=getattr(info, "channel_order", "rgb"), opts=plan.int8)
+        counts["int8"] = op_counts(final)
     counts["final"] = op_counts(final)
     try:
         sess = ort_session(final)
@@ -328,6 +343,8 @@ def build_onnx(model, plan: OnnxPlan, *, seed: int = 0) -> tuple[Any, dict[str, 
         manifest["graph_passes"] = passes
     if fp16_stats is not None:
         manifest["fp16"] = fp16_stats
+    if int8_stats is not None:
+        manifest["int8"] = int8_stats
     if dynamic_check is not None:
         manifest["dynamic_check"] = dynamic_check
     return final, manifest

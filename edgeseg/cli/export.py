@@ -30,7 +30,7 @@ def render_export(con, s: dict[str, Any]) -> None:
         con.print(f"fused: {blocks}" + (f"; fused == unfused to {eq['max_rel']:.2g} of output scale" if eq else ""))
     counts = s.get("node_counts")
     if counts:
-        stages = [k for k in ("exported", "simplified", "fp16") if k in counts]
+        stages = [k for k in ("exported", "simplified", "fp16", "int8") if k in counts]
         ops = sorted({op for k in stages for op in counts[k]}, key=lambda op: -counts[stages[0]].get(op, 0))
         t = Table(title="ONNX nodes by op type")
         t.add_column("op")
@@ -40,6 +40,14 @@ def render_export(con, s: dict[str, Any]) -> None:
             t.add_row(op, *[str(counts[k].get(op, 0)) for k in stages])
         t.add_row("[bold]total[/]", *[f"[bold]{sum(counts[k].values())}[/]" for k in stages])
         con.print(t)
+    int8 = s.get("int8")
+    if int8:
+        hs = int8["host_speed"]
+        kept = int8["kept_float"]
+        con.print(f"int8 ({int8['format']}, {int8['selection']}; float: {kept['depthwise_convs']} depthwise convs"
+                  + (", first conv" if kept["first_conv"] else "") + (", head" if kept["head"] else "")
+                  + f"): {hs['int8_ms']:.2f} ms vs fp32 {hs['fp32_ms']:.2f} ms on this host at 1 thread, x{hs['speedup']:.2f}; "
+                  f"cosine to fp32 {int8['min_cosine_vs_fp32']:.4f}")
     checks = s.get("graph_checks")
     if checks:
         con.print(f"graph: minimal={checks['minimal']} (BatchNormalization {len(checks['batchnorm_nodes'])}, "
@@ -76,7 +84,10 @@ def export_cmd(
     image_input: bool = typer.Option(False, "--image-input", help="Core ML: take an image input (scale/bias inside the model)."),
     workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="TensorRT: builder workspace in MiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT: timing cache file (read and updated)."),
-    calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="TensorRT int8: directory of calibration images."),
+    calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="int8: directory of calibration images (default: the bundled ones)."),
+    calib_samples: Optional[int] = typer.Option(None, "--calib-samples", min=1, help="ONNX int8: calibration samples (default 8)."),
+    calib_method: Optional[str] = typer.Option(None, "--calib-method", help="ONNX int8: minmax (default), entropy or percentile."),
+    force: bool = typer.Option(False, "--force", help="ONNX int8: write the artifact even if it measures slower than fp32."),
     host: Optional[str] = typer.Option(None, "--host", help="TensorRT: build the engine on user@addr over SSH."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Check the artifact against PyTorch (default on)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Parity: a directory of your own images."),
@@ -98,7 +109,10 @@ def export_cmd(
         options["fp16_keep_fp32_ops"] = [op.strip() for op in keep_fp32.split(",") if op.strip()]
     if dynamic_axes:
         options["dynamic_axes"] = [a.strip() for a in dynamic_axes.split(",") if a.strip()]
-    for key, value in (("workspace_mib", workspace), ("timing_cache", timing_cache), ("calib_images", calib_images), ("host", host)):
+    if force:
+        options["int8_force"] = True
+    for key, value in (("workspace_mib", workspace), ("timing_cache", timing_cache), ("calib_images", calib_images), ("host", host),
+                       ("calib_samples", calib_samples), ("calib_method", calib_method)):
         if value is not None:
             options[key] = value
     log = console(stderr=True)
