@@ -97,3 +97,20 @@ def test_int8_options_are_validated():
         Int8Options.from_request({"calib_method": "bogus"}, None)
     assert Int8Options.from_request({}, "raspberry-pi-4").formats == ("QDQ",)
     assert Int8Options.from_request({}, None).formats == ("QDQ", "QOperator")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fastvit_t8", "mobileone_s0"])
+def test_export_int8_end_to_end_passes_int8_parity(name, tmp_path):
+    """`edgeseg export --precision int8` on non-trivial weights: the int8 parity gate against
+    PyTorch decides; the manifest records the selection and the measured host speed."""
+    from edgeseg.api import create
+    from edgeseg.export_job import export_checkpoint
+
+    model = create(name, pretrained_like=3)
+    out = tmp_path / f"{name}.int8.onnx"
+    summary = export_checkpoint(None, out, model=model, precision="int8", options={"int8_force": True, "calib_samples": 4}, seed=3)
+    assert out.is_file() and summary["precision"] == "int8"
+    assert summary["parity"]["status"] == "passed", summary["parity"]["report"]
+    rec = summary["int8"]
+    assert rec["host_speed"]["int8_ms"] > 0 and rec["candidates"] and rec["kept_float"]["depthwise_convs"] >= 0

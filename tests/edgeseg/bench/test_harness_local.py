@@ -61,7 +61,7 @@ def test_predict_latency_api_takes_names_and_models():
 
 
 def test_bad_options_are_one_line_errors():
-    for kwargs, match in (({"iterations": 0}, "iterations"), ({"warmup": "2m"}, "warm-up"), ({"precision": "int8"}, "does not run int8"),
+    for kwargs, match in (({"iterations": 0}, "iterations"), ({"warmup": "2m"}, "warm-up"), ({"precision": "fp16"}, "does not run fp16"),
                           ({"backends": ["tflite"]}, "unknown backend")):
         with pytest.raises(EdgesegError, match=match):
             bench_artifact("mobileone_s0", "host-cpu", store=False, **kwargs)
