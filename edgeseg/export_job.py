@@ -137,7 +137,7 @@ def export_checkpoint(
     if final.suffix != exporter.suffix:
         raise EdgesegError(f"output {final} does not end in {exporter.suffix}, which --target {target} writes", f"use -o NAME{exporter.suffix}")
     check_output_path(final, overwrite)  # fail before the expensive part
-    from edgeseg.exporters.onnx_wrap import check_postprocess
+    from edgeseg.exporters.wrap import check_postprocess
 
     check_postprocess(info.task, postprocess)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 from edgeseg.errors import EdgesegError
 
-_MODULES = {"onnx": "edgeseg.exporters.onnx", "coreml": "edgeseg.exporters.coreml", "trt": "edgeseg.exporters.tensorrt"}
+_MODULES = {"onnx": "edgeseg.exporters.onnx.export", "coreml": "edgeseg.exporters.coreml.export", "trt": "edgeseg.exporters.tensorrt.export"}
 _EXPORTERS: dict[str, "Exporter"] = {}
 
 

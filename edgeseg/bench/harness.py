@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeseg.bench.result import BenchResult
 from edgeseg.bench.subject import Subject, model_outputs, resolve_subject
-from edgeseg.bench.timing import Warmup
+from edgeseg.timing import Warmup
 from edgeseg.errors import EdgesegError
 
 LOCAL_BACKENDS = ("pytorch-unfused", "pytorch", "onnxruntime")
@@ -211,9 +211,9 @@ def _parity(subject: Subject, reference: list[np.ndarray] | None, candidate: lis
     if reference is None:
         return {"status": "skipped", "reason": "no reference available"}
     try:
-        from edgeseg.parity.compare import compare_outputs
+        from edgeseg.compare import compare_outputs
     except ImportError:
-        return {"status": "skipped", "reason": "edgeseg.parity.compare is not available"}
+        return {"status": "skipped", "reason": "edgeseg.compare is not available"}
     report = compare_outputs(reference, candidate, task=subject.task, precision=precision)
     d = report.as_dict()
     d["reference"] = reference_name
@@ -292,7 +292,7 @@ def _bench_local(subject: Subject, profile, precision: str, size, opts: BenchOpt
 # ---------------------------------------------------------------- remote
 
 def _session(profile, host: str, identity, known_hosts, port, opts: BenchOptions):
-    from edgeseg.bench.remote.ssh import SSHSession, SSHTarget, Timeouts
+    from edgeseg.remote.ssh import SSHSession, SSHTarget, Timeouts
 
     return SSHSession(SSHTarget.parse(host, port), identity=identity, known_hosts=known_hosts,
                       timeouts=Timeouts.from_profile(profile, run=opts.timeout_s))
@@ -328,7 +328,7 @@ def _onnx_for(subject: Subject, profile, size, batch: int, say):
 
 def _remote_ort(subject, profile, precision, size, opts, host, identity, known_hosts, port, say, workdir) -> BenchResult:
     from edgeseg.bench.local import onnx_input_spec, resolve_shape
-    from edgeseg.bench.remote.ort import run_ort_remote
+    from edgeseg.exporters.onnx.remote import run_ort_remote
 
     threads = opts.threads or profile.threads
     with _onnx_for(subject, profile, size, opts.batch, say) as (onnx_path, how):
@@ -354,7 +354,7 @@ def _remote_trt(subject, profile, precision, size, opts, host, identity, known_h
     import onnx
 
     from edgeseg.bench.local import onnx_input_spec, resolve_shape
-    from edgeseg.bench.remote.tensorrt import bench_trtexec_remote
+    from edgeseg.exporters.tensorrt.remote import bench_trtexec_remote
 
     with _onnx_for(subject, profile, size, opts.batch, say) as (onnx_path, how):
         name, dims, _ = onnx_input_spec(onnx_path)
@@ -386,7 +386,7 @@ def _remote_trt(subject, profile, precision, size, opts, host, identity, known_h
 
 
 def _remote_coreml(subject, profile, precision, size, opts, host, identity, known_hosts, port, say, workdir) -> BenchResult:
-    from edgeseg.bench.remote.coreml import run_coreml_remote
+    from edgeseg.exporters.coreml.remote import run_coreml_remote
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
         if subject.kind == "coreml":

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeseg.bench.timing import Measurement, Warmup, measure
+from edgeseg.timing import Measurement, Warmup, measure
 from edgeseg.errors import EdgesegError
 
 

@@ -6,8 +6,8 @@ import datetime
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgeseg.bench.stats import LatencyStats
-from edgeseg.bench.timing import Measurement
+from edgeseg.stats import LatencyStats
+from edgeseg.timing import Measurement
 
 # Backends: how the model ran. "predicted" rows come from the latency model, not a device.
 BACKENDS = ("pytorch", "pytorch-unfused", "onnxruntime", "tensorrt", "coreml", "predicted")

@@ -162,7 +162,7 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
 def model_outputs(model, x: np.ndarray) -> list[np.ndarray]:
     """Reference outputs in the exported artifact's order."""
     try:
-        from edgeseg.parity.torch_backend import TorchBackend
+        from edgeseg.exporters.pytorch import TorchBackend
 
         return TorchBackend(model).run(x)
     except ImportError:  # pragma: no cover

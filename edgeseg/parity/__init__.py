@@ -3,6 +3,6 @@ compare tensor-wise and task-wise. Backends (ONNX Runtime, Core ML, TensorRT) pl
 `register_backend`; the comparison code never knows which runtime produced an output."""
 
 from edgeseg.parity.backends import Backend, BackendUnavailable, get_backend, register_backend
-from edgeseg.parity.compare import ParityReport, Tolerances, compare_outputs
+from edgeseg.compare import ParityReport, Tolerances, compare_outputs
 
 __all__ = ["Backend", "BackendUnavailable", "ParityReport", "Tolerances", "compare_outputs", "get_backend", "register_backend"]

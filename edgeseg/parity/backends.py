@@ -12,12 +12,12 @@ from edgeseg.errors import EdgesegError
 
 # suffix -> module that registers the backend
 _MODULES = {
-    ".onnx": "edgeseg.parity.onnxruntime_backend",
-    ".mlpackage": "edgeseg.parity.coreml_backend",
-    ".mlmodel": "edgeseg.parity.coreml_backend",
+    ".onnx": "edgeseg.exporters.onnx.runner",
+    ".mlpackage": "edgeseg.exporters.coreml.runner",
+    ".mlmodel": "edgeseg.exporters.coreml.runner",
     ".engine": "edgeseg.parity.tensorrt_backend",
     ".plan": "edgeseg.parity.tensorrt_backend",
-    ".safetensors": "edgeseg.parity.torch_backend",
+    ".safetensors": "edgeseg.exporters.pytorch",
 }
 _BACKENDS: dict[str, Callable[..., "Backend"]] = {}
 

@@ -72,7 +72,7 @@ def compare_artifact(artifact: str | Path, *, reference_for: Callable[[str], Any
     """Parity of one artifact against `reference_for(postprocess)` (a backend running the
     PyTorch model); returns its entry of the summary (never raises on a mismatch)."""
     from edgeseg.parity.backends import BackendUnavailable, get_backend
-    from edgeseg.parity.compare import ParityReport, compare_outputs
+    from edgeseg.compare import ParityReport, compare_outputs
 
     artifact = Path(artifact)
     t0 = time.perf_counter()
@@ -146,8 +146,8 @@ def parity_for_model(model, artifacts: Sequence[str | Path], *, images: str | Pa
     """Compare `model` (the PyTorch reference) with each artifact; returns the summary."""
     import os
 
-    from edgeseg.parity.inputs import make_inputs
-    from edgeseg.parity.torch_backend import TorchBackend
+    from edgeseg.images import make_inputs
+    from edgeseg.exporters.pytorch import TorchBackend
 
     info = model.edgeseg
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)

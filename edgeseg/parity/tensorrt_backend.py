@@ -15,7 +15,7 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, path: str | Path):
-        from edgeseg.exporters.tensorrt_runtime import EngineRunner
+        from edgeseg.exporters.tensorrt.runner import EngineRunner
 
         self.runner = EngineRunner(path)
         self.precision = self.runner.section.get("precision", "fp32")

@@ -27,7 +27,7 @@ def reparam_checkpoint(
     from edgeseg.analysis import count_macs, count_params
     from edgeseg.api import load, reparameterize
     from edgeseg.atomic import check_output_path
-    from edgeseg.bench.timing import time_torch_model
+    from edgeseg.timing import time_torch_model
     from edgeseg.checkpoint.deploy import save_deploy
 
     ckpt = Path(ckpt)

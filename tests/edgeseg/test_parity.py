@@ -9,8 +9,8 @@ import pytest
 
 from edgeseg.errors import EdgesegError
 from edgeseg.parity import BackendUnavailable, register_backend
-from edgeseg.parity.compare import DEFAULT_TOLERANCES, compare_outputs, mask_agreement, topk_agreement
-from edgeseg.parity.inputs import bundled_images, make_inputs, preprocess
+from edgeseg.compare import DEFAULT_TOLERANCES, compare_outputs, mask_agreement, topk_agreement
+from edgeseg.images import bundled_images, make_inputs, preprocess
 from edgeseg.parity.job import ParityFailure, raise_if_failed
 
 RNG = np.random.default_rng(7)
@@ -147,7 +147,7 @@ def test_bundled_images_and_preprocessing(tmp_path):
 
 
 def _summary(status_by_artifact):
-    from edgeseg.parity.compare import ParityReport
+    from edgeseg.compare import ParityReport
 
     arts = []
     for name, status in status_by_artifact.items():

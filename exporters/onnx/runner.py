@@ -55,7 +55,7 @@ class OnnxRuntimeBackend:
             else:
                 import onnx
 
-                from edgeseg.exporters.onnx_fp16 import emulate_fp16
+                from edgeseg.exporters.onnx.fp16 import emulate_fp16
 
                 src = emulate_fp16(onnx.load(str(self.path))).SerializeToString()
             self.session = ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])

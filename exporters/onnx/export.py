@@ -50,7 +50,7 @@ def _max_opset() -> int:
 def plan_export(request: ExportRequest) -> OnnxPlan:
     """Resolve opset, shapes and precision against the model and the device profile; refuse
     what cannot work with one clear reason."""
-    from edgeseg.exporters.onnx_wrap import check_postprocess
+    from edgeseg.exporters.wrap import check_postprocess
 
     info = request.model.edgeseg
     profile = request.profile
@@ -169,7 +169,7 @@ def _to_fp16(model, keep: tuple[str, ...]) -> tuple[Any, dict]:
     keep those in fp32 (a preflight must run here; the target runtime gets the same graph)."""
     import re
 
-    from edgeseg.exporters.onnx_fp16 import convert_to_fp16
+    from edgeseg.exporters.onnx.fp16 import convert_to_fp16
 
     blocked = list(keep)
     for _ in range(16):
@@ -193,7 +193,7 @@ def _check_dynamic(model_bytes: bytes, wrapper, plan: OnnxPlan, info, seed: int)
     import numpy as np
     import torch
 
-    from edgeseg.parity.compare import compare_outputs
+    from edgeseg.compare import compare_outputs
 
     if not plan.dynamic_axes:
         return None
@@ -210,7 +210,7 @@ def _check_dynamic(model_bytes: bytes, wrapper, plan: OnnxPlan, info, seed: int)
     try:
         graph = model_bytes_to_model(model_bytes)
         if plan.precision == "fp16":
-            from edgeseg.exporters.onnx_fp16 import emulate_fp16
+            from edgeseg.exporters.onnx.fp16 import emulate_fp16
 
             graph = emulate_fp16(graph)
         sess = ort_session(graph)
@@ -250,8 +250,8 @@ def build_onnx(model, plan: OnnxPlan, *, seed: int = 0) -> tuple[Any, dict[str, 
     """Export and check; returns (final ModelProto, manifest fields). Writes nothing."""
     import torch
 
-    from edgeseg.exporters.onnx_graph import analyze, describe_values, op_counts, prune_dead_nodes
-    from edgeseg.exporters.onnx_wrap import output_names, wrap_for_export
+    from edgeseg.exporters.onnx.graph import analyze, describe_values, op_counts, prune_dead_nodes
+    from edgeseg.exporters.wrap import output_names, wrap_for_export
 
     info = model.edgeseg
     wrapper = wrap_for_export(model, info.task, plan.postprocess)

@@ -1,6 +1,6 @@
 """Build an engine on a remote Jetson with its own trtexec (engines do not move between
 TensorRT versions or GPUs), through the bench harness's SSH build
-(`edgeseg.bench.remote.tensorrt.build_engine_remote`): the plan's decisions travel as trtexec
+(`edgeseg.exporters.tensorrt.remote.build_engine_remote`): the plan's decisions travel as trtexec
 flags (shape ranges, per-layer fp32, TF32 off, the int8 calibration cache)."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from edgeseg.errors import EdgesegError
 
 def build_remote(plan, onnx_path: Path, profile, output: Path, host: str, options: dict[str, Any]) -> dict[str, Any]:
     """Run the build on `host`; the engine lands at `output`. Returns the harness's build record."""
-    from edgeseg.bench.remote.common import rjoin
-    from edgeseg.bench.remote.ssh import SSHSession, SSHTarget, Timeouts
-    from edgeseg.bench.remote.tensorrt import build_engine_remote
-    from edgeseg.bench.trtexec import parse_version
-    from edgeseg.exporters.tensorrt_plan import trtexec_flags
+    from edgeseg.remote.common import rjoin
+    from edgeseg.remote.ssh import SSHSession, SSHTarget, Timeouts
+    from edgeseg.exporters.tensorrt.remote import build_engine_remote
+    from edgeseg.exporters.tensorrt.trtexec import parse_version
+    from edgeseg.exporters.tensorrt.plan import trtexec_flags
 
     version = parse_version(profile.software.tensorrt)
     if not version:

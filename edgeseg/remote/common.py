@@ -6,8 +6,8 @@ import json
 import math
 import posixpath
 
-from edgeseg.bench.remote.ssh import RemoteError, SSHSession
-from edgeseg.bench.timing import Measurement
+from edgeseg.remote.ssh import RemoteError, SSHSession
+from edgeseg.timing import Measurement
 
 
 def check_python(session: SSHSession, python: str, modules: list[str], install_hint: str) -> dict:

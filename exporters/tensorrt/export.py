@@ -1,12 +1,12 @@
 """TensorRT exporter: fused model -> ONNX (the profile's opset/op constraints) -> engine.
 
-Locally through the TensorRT Python API (`tensorrt_build`), or on a remote Jetson with its
-trtexec (`tensorrt_remote`, `options['host']`): engines only run on the TensorRT version and
+Locally through the TensorRT Python API (`build`), or on a remote Jetson with its
+trtexec (`remote_build`, `options['host']`): engines only run on the TensorRT version and
 GPU that built them, so a device profile with SSH access is always built on the device. Every
-decision is made first, as data (`tensorrt_plan.BuildPlan`): precision flags, workspace,
+decision is made first, as data (`plan.BuildPlan`): precision flags, workspace,
 optimization profile, LayerNorm/Softmax layers kept fp32 where fp16 would overflow
-(`tensorrt_precision`), the persistent timing cache, int8 entropy calibration over images with
-its cache (`calibration`). The engine gets a manifest beside it (`trt_manifest`) that loading
+(`precision`), the persistent timing cache, int8 entropy calibration over images with
+its cache (`calibration`). The engine gets a manifest beside it (`manifest`) that loading
 checks, so an engine is never run on a TensorRT or GPU it was not built for.
 """
 
@@ -83,7 +83,7 @@ def analysis_inputs(shapes, info, size, calib_images: list[Path] | None) -> list
 def plan_fp32_layers(onnx_path: Path, feeds: list[dict], policy: str):
     import onnx
 
-    from edgeseg.exporters.tensorrt_precision import plan_precision
+    from edgeseg.exporters.tensorrt.precision import plan_precision
 
     return plan_precision(onnx.load(str(onnx_path)), feeds, policy=policy)
 
@@ -91,7 +91,7 @@ def plan_fp32_layers(onnx_path: Path, feeds: list[dict], policy: str):
 def calibration_setup(request: ExportRequest, onnx, shapes, size, remote: bool):
     """(CalibrationPlan, CalibrationData | None, CalibrationCache) for int8."""
     from edgeseg.exporters.calibration import CacheKey, CalibrationCache, CalibrationData, Preprocess, list_images
-    from edgeseg.exporters.tensorrt_plan import CalibrationPlan, default_cache_dir
+    from edgeseg.exporters.tensorrt.plan import CalibrationPlan, default_cache_dir
 
     info, opts = request.model.edgeseg, request.options
     opt_shape = shapes[0].opt
@@ -123,7 +123,7 @@ def calibration_setup(request: ExportRequest, onnx, shapes, size, remote: bool):
 
 
 def timing_cache_path(request: ExportRequest, remote: bool, platform=None) -> str | None:
-    from edgeseg.exporters.tensorrt_plan import default_cache_dir, default_timing_cache
+    from edgeseg.exporters.tensorrt.plan import default_cache_dir, default_timing_cache
 
     value = request.options.get("timing_cache")
     if value in (False, "none", "off"):
@@ -142,9 +142,9 @@ class TensorRTExporter:
     suffix = ".engine"
 
     def export(self, request: ExportRequest) -> ExportResult:
-        from edgeseg.exporters.tensorrt_onnx import prepare_onnx
-        from edgeseg.exporters.tensorrt_plan import make_plan, shape_ranges
-        from edgeseg.exporters.trt_manifest import Platform, engine_section, write_manifest
+        from edgeseg.exporters.tensorrt.prepare import prepare_onnx
+        from edgeseg.exporters.tensorrt.plan import make_plan, shape_ranges
+        from edgeseg.exporters.tensorrt.manifest import Platform, engine_section, write_manifest
 
         t0 = time.perf_counter()
         info = getattr(request.model, "edgeseg", None)
@@ -154,7 +154,7 @@ class TensorRTExporter:
         host = resolve_host(request)
         here = None
         if not host:
-            from edgeseg.exporters.tensorrt_build import local_platform
+            from edgeseg.exporters.tensorrt.build import local_platform
 
             here = local_platform()  # fails early, before the ONNX export, if TensorRT/CUDA is missing
         opts = request.options
@@ -175,7 +175,7 @@ class TensorRTExporter:
             record: dict[str, Any] = {}
             with atomic_output(request.output, overwrite=request.overwrite) as tmp:
                 if host:
-                    from edgeseg.exporters.tensorrt_remote import build_remote
+                    from edgeseg.exporters.tensorrt.remote_build import build_remote
 
                     rec = build_remote(plan, onnx.path, request.profile, tmp, host, opts)
                     if not rec.get("gpu") or not rec.get("compute_capability"):
@@ -185,7 +185,7 @@ class TensorRTExporter:
                     builder = f"trtexec on {host}"
                     record = {"command": rec.get("command"), "build_s": rec.get("build_s"), "environment": rec.get("environment")}
                 else:
-                    from edgeseg.exporters.tensorrt_build import build_engine
+                    from edgeseg.exporters.tensorrt.build import build_engine
 
                     out = build_engine(plan, onnx.path.read_bytes(), calib_data=calib_data, calib_cache=calib_cache)
                     tmp.write_bytes(out.engine)

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.bench.remote.common import check_python, measurement_from_runner, rjoin
-from edgeseg.bench.remote.ssh import RemoteError, SSHSession
-from edgeseg.bench.timing import Measurement, Warmup
+from edgeseg.remote.common import check_python, measurement_from_runner, rjoin
+from edgeseg.remote.ssh import RemoteError, SSHSession
+from edgeseg.timing import Measurement, Warmup
+
+# self-contained script copied to the device and run with its own Python (no edgeseg there)
+DEVICE_RUNNER = Path(__file__).with_name("device_runner.py")
 
 
 def run_ort_remote(session: SSHSession, onnx_path: str | Path, *, python: str = "python3", workdir: str = "/tmp",
@@ -21,8 +24,6 @@ def run_ort_remote(session: SSHSession, onnx_path: str | Path, *, python: str = 
     With `input_array`, the device runs on that exact input and its outputs come back in
     `extra["outputs"]` (a list of arrays) for parity against the host reference.
     """
-    from edgeseg.bench.runners import runner_path
-
     onnx_path = Path(onnx_path)
     versions = check_python(session, python, ["numpy", "onnxruntime"],
                             f"install them on the device: {python} -m pip install numpy onnxruntime")
@@ -31,7 +32,7 @@ def run_ort_remote(session: SSHSession, onnx_path: str | Path, *, python: str = 
         runner = rjoin(tmp, "ort_runner.py")
         model = rjoin(tmp, onnx_path.name)
         result = rjoin(tmp, "result.json")
-        session.put(runner_path("ort_runner.py"), runner)
+        session.put(DEVICE_RUNNER, runner)
         session.put(onnx_path, model)
         external = onnx_path.with_name(onnx_path.name + ".data")
         if external.is_file():  # weights saved beside the graph (models over 2 GB)

@@ -86,7 +86,7 @@ def scale_input_channels_(weight: torch.Tensor, groups: int, factors: torch.Tens
 def build_module(model: nn.Module, task: str, postprocess: str, batch: int, input_size: tuple[int, int], image_input: bool,
                  mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[nn.Module, Normalization]:
     """The module to convert and where its normalization lives; `model` is left untouched."""
-    from edgeseg.exporters.onnx_wrap import wrap_for_export
+    from edgeseg.exporters.wrap import wrap_for_export
 
     if not image_input:
         return wrap_for_export(model, task, postprocess), Normalization("none")

@@ -46,7 +46,7 @@ def describe(path: Path, profile=None) -> PreparedOnnx:
     """Read back an ONNX file and check it against the profile's parser limits."""
     import onnx
 
-    from edgeseg.exporters.onnx_graph import op_counts
+    from edgeseg.exporters.onnx.graph import op_counts
 
     data = path.read_bytes()
     model = onnx.load_from_string(data)

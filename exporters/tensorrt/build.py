@@ -4,7 +4,7 @@ fp32, optimization profile, persistent timing cache, int8 entropy calibration wi
 build, deserialize the result once to check it, and save the updated timing cache.
 
 Everything here needs `tensorrt` and a CUDA GPU; the decisions it executes live in
-`tensorrt_plan` and are tested without them.
+`plan` and are tested without them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import EdgesegError
-from edgeseg.exporters.trt_manifest import Platform, check_platform_supported
+from edgeseg.exporters.tensorrt.manifest import Platform, check_platform_supported
 from edgeseg.parity.backends import BackendUnavailable
 
 INSTALL_HINT = ("install TensorRT 8.5-10.x with its Python bindings for this GPU (pip install tensorrt cuda-python), "
@@ -32,7 +32,7 @@ def import_tensorrt():
 
 
 def local_platform(trt=None, cuda=None) -> Platform:
-    from edgeseg.exporters.tensorrt_cuda import cuda_api
+    from edgeseg.exporters.tensorrt.cuda import cuda_api
 
     trt = trt or import_tensorrt()
     cuda = cuda or cuda_api()
@@ -173,8 +173,8 @@ def _save_timing_cache(config, path: Path, status: dict) -> None:
 
 
 def build_engine(plan, onnx_bytes: bytes, *, calib_data=None, calib_cache=None) -> BuildOutcome:
-    """Build a serialized engine from `onnx_bytes` following `plan` (tensorrt_plan.BuildPlan)."""
-    from edgeseg.exporters.tensorrt_cuda import cuda_api
+    """Build a serialized engine from `onnx_bytes` following `plan` (plan.BuildPlan)."""
+    from edgeseg.exporters.tensorrt.cuda import cuda_api
 
     trt = import_tensorrt()
     cuda = cuda_api()

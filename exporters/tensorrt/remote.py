@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.bench import trtexec as tx
-from edgeseg.bench.remote.common import rjoin
-from edgeseg.bench.remote.ssh import RemoteError, SSHSession
-from edgeseg.bench.timing import Measurement, Warmup
+from edgeseg.exporters.tensorrt import trtexec as tx
+from edgeseg.remote.common import rjoin
+from edgeseg.remote.ssh import RemoteError, SSHSession
+from edgeseg.timing import Measurement, Warmup
 
 DEFAULT_WARMUP_MS = 200.0  # trtexec's own default; it warms up by time only
 

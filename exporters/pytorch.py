@@ -15,7 +15,7 @@ class TorchBackend:
     precision = "fp32"
 
     def __init__(self, model, *, postprocess: str = "none"):
-        from edgeseg.exporters.onnx_wrap import wrap_for_export
+        from edgeseg.exporters.wrap import wrap_for_export
 
         self.model = model
         self.info = model.edgeseg

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeseg.bench.remote.common import check_python, measurement_from_runner, rjoin
-from edgeseg.bench.remote.ssh import RemoteError, SSHSession
-from edgeseg.bench.timing import Measurement, Warmup
+from edgeseg.remote.common import check_python, measurement_from_runner, rjoin
+from edgeseg.remote.ssh import RemoteError, SSHSession
+from edgeseg.timing import Measurement, Warmup
+
+# self-contained script copied to the device and run with its own Python (no edgeseg there)
+DEVICE_RUNNER = Path(__file__).with_name("device_runner.py")
 
 
 def run_coreml_remote(session: SSHSession, model_path: str | Path, *, python: str = "python3", workdir: str = "/tmp",
@@ -15,8 +18,6 @@ def run_coreml_remote(session: SSHSession, model_path: str | Path, *, python: st
                       target: str = "mac", device_name: str | None = None, run_timeout: float | None = None,
                       require_macos: bool = True) -> Measurement:
     """Time a .mlpackage/.mlmodel on the Mac at `session` (or the iPhone attached to it)."""
-    from edgeseg.bench.runners import runner_path
-
     model_path = Path(model_path)
     if not model_path.exists():
         raise RemoteError(f"Core ML model {model_path} not found", "export it first: edgeseg export CKPT --target coreml")
@@ -32,7 +33,7 @@ def run_coreml_remote(session: SSHSession, model_path: str | Path, *, python: st
         runner = rjoin(tmp, "coreml_runner.py")
         remote_model = rjoin(tmp, model_path.name)
         result = rjoin(tmp, "result.json")
-        session.put(runner_path("coreml_runner.py"), runner)
+        session.put(DEVICE_RUNNER, runner)
         if model_path.is_dir():
             session.put_tree(model_path, remote_model)
         else:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.exporters.trt_manifest import check_compatible, read_engine_section
+from edgeseg.exporters.tensorrt.manifest import check_compatible, read_engine_section
 
 
 def _sha256(path: Path) -> str:
@@ -22,8 +22,8 @@ def _sha256(path: Path) -> str:
 
 class EngineRunner:
     def __init__(self, path: str | Path):
-        from edgeseg.exporters.tensorrt_build import import_tensorrt, local_platform, make_logger
-        from edgeseg.exporters.tensorrt_cuda import cuda_api
+        from edgeseg.exporters.tensorrt.build import import_tensorrt, local_platform, make_logger
+        from edgeseg.exporters.tensorrt.cuda import cuda_api
 
         self.path = Path(path)
         if not self.path.is_file():

@@ -194,8 +194,8 @@ def fp16_preflight(model, *, input_size: tuple[int, int], task: str, mean, std, 
 
 
 def predicted_gate(result: dict[str, Any], task: str) -> str:
-    """Would these figures pass the fp16 parity gate (edgeseg.parity.compare's defaults)?"""
-    from edgeseg.parity.compare import default_tolerances
+    """Would these figures pass the fp16 parity gate (edgeseg.compare's defaults)?"""
+    from edgeseg.compare import default_tolerances
 
     tol = default_tolerances("fp16")
     fails = []

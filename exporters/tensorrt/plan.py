@@ -1,5 +1,5 @@
 """The TensorRT build plan: everything a build decides, as plain data, before any TensorRT
-call. The builder (`tensorrt_build`) and the trtexec path (`tensorrt_remote`) only execute
+call. The builder (`build`) and the trtexec path (`remote_build`) only execute
 a plan, so the decisions (flags, workspace, optimization profile, fp32 layers, timing cache,
 calibration) are unit-tested without TensorRT.
 """
@@ -158,8 +158,8 @@ def workspace_bytes(options: dict) -> int:
 
 def make_plan(*, precision: str, onnx, info, batch: int, input_size: tuple[int, int], options: dict, fp32=None,
               timing_cache: str | None = None, calibration: CalibrationPlan | None = None, target: str = "local") -> BuildPlan:
-    """Assemble a plan from the prepared ONNX (`tensorrt_onnx.PreparedOnnx`) and the fp32
-    region decision (`tensorrt_precision.PrecisionPlan`, fp16/int8 only)."""
+    """Assemble a plan from the prepared ONNX (`prepare.PreparedOnnx`) and the fp32
+    region decision (`precision.PrecisionPlan`, fp16/int8 only)."""
     fp32_nodes = fp32.fp32_nodes if (fp32 is not None and precision != "fp32") else []
     flags, clear = builder_flags(precision, bool(fp32_nodes))
     if precision == "int8" and calibration is None:
@@ -187,7 +187,7 @@ def _check_layer_name(name: str) -> str:
 
 
 def trtexec_flags(plan: BuildPlan, tensorrt_version: tuple[int, ...], *, calib_path: str | None = None) -> list[str]:
-    """trtexec arguments for what `edgeseg.bench.trtexec.build_command` does not spell:
+    """trtexec arguments for what `edgeseg.exporters.tensorrt.trtexec.build_command` does not spell:
     shape ranges, per-layer fp32, TF32 off, the calibration cache. Refuses what the device's
     trtexec cannot express (per-layer precision needs TensorRT >= 8.4)."""
     args: list[str] = []

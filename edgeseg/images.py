@@ -39,7 +39,7 @@ class InputSet:
 
 
 def bundled_images() -> list[Path]:
-    d = Path(__file__).resolve().parent.parent / "data" / "images"
+    d = Path(__file__).resolve().parent / "data" / "images"
     return sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if d.is_dir() else []
 
 

@@ -57,7 +57,7 @@ class CoreMLBackend:
     def __init__(self, path: str | Path, compute_units: str | None = None):
         import coremltools as ct
 
-        from edgeseg.exporters.coreml_spec import load_spec, summarize
+        from edgeseg.exporters.coreml.spec import load_spec, summarize
 
         self.path = Path(path)
         units = (compute_units or "ALL").upper()

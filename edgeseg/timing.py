@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from edgeseg.bench.stats import LatencyStats
+from edgeseg.stats import LatencyStats
 from edgeseg.errors import EdgesegError
 
 _WARMUP = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|ms|sec|secs)?\s*$", re.IGNORECASE)

@@ -4,7 +4,7 @@ Deployment target and compute precision come from the device profile (fp16 by de
 Neural Engine computes in fp16 and fp32 keeps a model off it). The saved spec is read back and
 checked (inputs, outputs, shapes, precision, op types; ops known to fall off the Neural Engine
 are reported) before the package reaches its path. Parity through `MLModel.predict` needs
-macOS (`edgeseg.parity.coreml_backend`, run by the export job like every target's parity);
+macOS (`edgeseg.exporters.coreml.runner`, run by the export job like every target's parity);
 elsewhere it is reported as skipped, and an fp16 PyTorch preflight predicts the drift.
 """
 
@@ -131,10 +131,10 @@ class CoreMLExporter:
         import numpy as np
         import torch
 
-        from edgeseg.exporters.coreml_convert import convert, quiet
-        from edgeseg.exporters.coreml_module import build_module
-        from edgeseg.exporters.coreml_spec import Expected, check, load_spec, summarize
-        from edgeseg.exporters.onnx_wrap import check_postprocess, output_names
+        from edgeseg.exporters.coreml.convert import convert, quiet
+        from edgeseg.exporters.coreml.module import build_module
+        from edgeseg.exporters.coreml.spec import Expected, check, load_spec, summarize
+        from edgeseg.exporters.wrap import check_postprocess, output_names
 
         t0 = time.perf_counter()
         info = getattr(request.model, "edgeseg", None)
@@ -164,7 +164,7 @@ class CoreMLExporter:
         num_classes = int(first.shape[1]) if first.is_floating_point() and first.dim() in (2, 4) else None
         labels = read_labels(opts.get("labels"), num_classes)
 
-        from edgeseg.exporters.coreml_convert import import_coremltools
+        from edgeseg.exporters.coreml.convert import import_coremltools
 
         ct = import_coremltools()
         in_shape = (request.batch, 3, *size)
@@ -212,7 +212,7 @@ class CoreMLExporter:
             "sha256": digest, "tools": _tool_versions(), "host": platform.system(),
         }
         if precision == "fp16" and opts.get("preflight", True):
-            from edgeseg.exporters.coreml_preflight import fp16_preflight
+            from edgeseg.exporters.coreml.preflight import fp16_preflight
 
             t2 = time.perf_counter()
             manifest["fp16_preflight"] = fp16_preflight(request.model, input_size=size, task=info.task, mean=info.mean, std=info.std,

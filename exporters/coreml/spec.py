@@ -109,13 +109,13 @@ class SpecSummary:
 
 
 def load_spec(path: str | Path):
-    from edgeseg.exporters.coreml_convert import import_coremltools
+    from edgeseg.exporters.coreml.convert import import_coremltools
 
     return import_coremltools().utils.load_spec(str(path))
 
 
 def _feature(desc) -> TensorDesc:
-    from edgeseg.exporters.coreml_convert import import_coremltools
+    from edgeseg.exporters.coreml.convert import import_coremltools
 
     import_coremltools()
     from coremltools.proto import FeatureTypes_pb2 as ft

@@ -1,0 +1,1 @@
+"""Core ML target: convert, MLModel runner, remote Mac driver."""

@@ -1,0 +1,1 @@
+"""ONNX target: export, ONNX Runtime runner, remote ORT driver."""

@@ -1,0 +1,1 @@
+"""TensorRT target: engine build, engine runner, remote trtexec driver."""
