@@ -1,5 +1,5 @@
-"""PyTorch as a parity backend: the reference side of every comparison, and a runner for
-edgeseg deploy checkpoints (.safetensors) so a fused checkpoint can be gated like an export."""
+"""PyTorch as a Runner: the reference side of every comparison, and the runner for edgeseg
+deploy checkpoints (.safetensors) so a fused checkpoint can be gated like an export."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.parity.backends import register_backend
+from edgeseg.exporters.runner import Runner
 
 
-class TorchBackend:
+class TorchRunner(Runner):
     name = "pytorch"
     precision = "fp32"
 
@@ -23,6 +23,9 @@ class TorchBackend:
         self.input_shape = None
         self.output_names = None
 
+    def infer(self, feeds) -> list[np.ndarray]:
+        return self.run(next(iter(feeds.values())))
+
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         import torch
 
@@ -31,8 +34,7 @@ class TorchBackend:
         return [t.detach().cpu().numpy() for t in outs]
 
 
-@register_backend(".safetensors")
-def open_deploy_checkpoint(path: str | Path, *, postprocess: str = "none", arch: str | None = None, **_: object) -> TorchBackend:
+def open_deploy_checkpoint(path: str | Path, *, postprocess: str = "none", arch: str | None = None, **_: object) -> TorchRunner:
     from edgeseg.api import load
 
-    return TorchBackend(load(path, arch), postprocess=postprocess)
+    return TorchRunner(load(path, arch), postprocess=postprocess)

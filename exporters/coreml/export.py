@@ -10,7 +10,6 @@ elsewhere it is reported as skipped, and an fp16 PyTorch preflight predicts the 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
@@ -20,7 +19,8 @@ from typing import Any
 
 from edgeseg.atomic import atomic_output
 from edgeseg.errors import EdgesegError, VerificationError
-from edgeseg.exporters import ExportRequest, ExportResult, register_exporter
+from edgeseg.hashing import artifact_sha256
+from edgeseg.exporters import ExportRequest, ExportResult
 
 DEFAULT_TARGET = "iOS16"
 INPUT_NAME, IMAGE_INPUT_NAME = "input", "image"
@@ -50,6 +50,11 @@ def resolve_target(request: ExportRequest) -> str:
     return target or DEFAULT_TARGET
 
 
+def image_color_layout(ct, info):
+    """Core ML color layout of an image input: what the model reads (EdgeFormer: BGR)."""
+    return ct.colorlayout.BGR if getattr(info, "channel_order", "rgb") == "bgr" else ct.colorlayout.RGB
+
+
 def read_labels(labels: Any, num_classes: int | None) -> list[str] | None:
     """Class labels from a list or a text file (one per line)."""
     if labels is None:
@@ -63,17 +68,6 @@ def read_labels(labels: Any, num_classes: int | None) -> list[str] | None:
     if num_classes is not None and len(labels) != num_classes:
         raise EdgesegError(f"{len(labels)} labels for a model with {num_classes} classes", "pass one label per class, in class order")
     return labels
-
-
-def package_sha256(path: Path) -> str:
-    """Hash of an .mlpackage directory: relative paths and contents, in sorted order."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()
 
 
 def _save_package(mlmodel, directory: Path) -> None:
@@ -122,7 +116,6 @@ def _set_metadata(mlmodel, info, *, precision: str, target: str, size, norm, lab
     mlmodel.user_defined_metadata.update(meta)
 
 
-@register_exporter("coreml")
 class CoreMLExporter:
     name = "coreml"
     suffix = ".mlpackage"
@@ -169,8 +162,9 @@ class CoreMLExporter:
         ct = import_coremltools()
         in_shape = (request.batch, 3, *size)
         if image_input:
+            # the model's own channel order: Core ML reorders camera/PIL images into it (bias follows that order)
             ct_input = ct.ImageType(name=IMAGE_INPUT_NAME, shape=in_shape, scale=norm.scale, bias=list(norm.bias),
-                                    color_layout=ct.colorlayout.RGB)
+                                    color_layout=image_color_layout(ct, info))
         else:
             ct_input = ct.TensorType(name=INPUT_NAME, shape=in_shape, dtype=np.float32)
         # fp32/int32 outputs whatever the compute precision: callers read the same arrays as from ONNX.
@@ -189,6 +183,7 @@ class CoreMLExporter:
             input_name=IMAGE_INPUT_NAME if image_input else INPUT_NAME, input_kind="image" if image_input else "multiarray",
             input_shape=in_shape, outputs=[(n, tuple(t.shape)) for n, t in zip(names, probe)], precision=precision,
             target=target, classifier=classifier is not None,
+            input_color=info.channel_order.upper() if image_input else None,
         )
         with atomic_output(request.output, overwrite=request.overwrite, directory=True) as tmp:
             with quiet():
@@ -199,7 +194,7 @@ class CoreMLExporter:
             if problems:
                 raise VerificationError(f"the saved Core ML model is not what was asked: {'; '.join(problems)}",
                                         "report this with the architecture name and --debug output")
-            digest = package_sha256(tmp)
+            digest = artifact_sha256(tmp)
         out = Path(request.output)
         manifest: dict[str, Any] = {
             "format": "mlpackage", "arch": info.arch, "task": info.task, "source_sha256": info.source_sha256,
@@ -216,7 +211,7 @@ class CoreMLExporter:
 
             t2 = time.perf_counter()
             manifest["fp16_preflight"] = fp16_preflight(request.model, input_size=size, task=info.task, mean=info.mean, std=info.std,
-                                                        seed=int(opts.get("seed", 0)))
+                                                        seed=int(opts.get("seed", 0)), channel_order=info.channel_order)
             t_pre = time.perf_counter() - t2
         manifest["export_timings"] = {"convert_s": round(t_convert, 3), "total_s": round(time.perf_counter() - t0, 3)}
         if "fp16_preflight" in manifest:

@@ -17,16 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.images import Preprocess, bundled_images
+
 FP16_MAX = 65504.0
 METHODS = ("emulate", "half")
 
 
-def preflight_inputs(size, mean, std, random_samples: int = 1, seed: int = 0, images: bool = True) -> tuple[list[str], np.ndarray]:
-    from edgeseg.exporters.calibration import Preprocess, bundled_images
-
+def preflight_inputs(size, mean, std, random_samples: int = 1, seed: int = 0, images: bool = True,
+                     channel_order: str = "rgb") -> tuple[list[str], np.ndarray]:
     names, arrays = [], []
     if images:
-        pre = Preprocess(tuple(size), tuple(mean), tuple(std))
+        pre = Preprocess(tuple(size), tuple(mean), tuple(std), channel_order=channel_order)
         for p in bundled_images():
             names.append(p.stem)
             arrays.append(pre.load(p))
@@ -149,13 +150,13 @@ def _with_peaks(model, x) -> tuple[list, dict[str, float]]:
 
 
 def fp16_preflight(model, *, input_size: tuple[int, int], task: str, mean, std, random_samples: int = 1, seed: int = 0,
-                   images: bool = True, method: str = "emulate") -> dict[str, Any]:
+                   images: bool = True, method: str = "emulate", channel_order: str = "rgb") -> dict[str, Any]:
     """Worst-case fp16-vs-fp32 figures over the inputs (per sample for the task metric)."""
     import torch
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
-    names, batch = preflight_inputs(input_size, mean, std, random_samples, seed, images)
+    names, batch = preflight_inputs(input_size, mean, std, random_samples, seed, images, channel_order)
     x = torch.from_numpy(batch)
     with torch.no_grad():
         refs, peaks = _with_peaks(model, x)

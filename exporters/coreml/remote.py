@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeseg.exporters.runner import RemoteRun
 from edgeseg.remote.common import check_python, measurement_from_runner, rjoin
 from edgeseg.remote.ssh import RemoteError, SSHSession
 from edgeseg.timing import Measurement, Warmup
@@ -48,4 +49,15 @@ def run_coreml_remote(session: SSHSession, model_path: str | Path, *, python: st
         raise RemoteError("the Mac's runner reported an unexpected identity", "rerun with a matching edgeseg version")
     m.extra["runtime"] = "coreml"
     m.extra.setdefault("environment", {})["host_python_modules"] = versions
+    return m
+
+
+def time_on_device(session: SSHSession, artifact: Path, run: RemoteRun) -> Measurement:
+    """bench's entry (Target.remote): the Core ML runner on the Mac (or the iPhone attached)."""
+    target = run.options.get("coreml_target", "mac")
+    m = run_coreml_remote(session, artifact, python=run.profile.access.python, workdir=run.workdir, warmup=run.warmup,
+                          iterations=run.iterations, compute_units=run.profile.compute_units or "ALL", target=target,
+                          device_name=run.options.get("coreml_device_name"), run_timeout=run.timeout)
+    m.extra["settings"] = {"compute_units": run.profile.compute_units, "target": target}
+    m.extra["parity_skipped"] = "Core ML parity runs in `edgeseg export --target coreml` on macOS"
     return m

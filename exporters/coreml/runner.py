@@ -1,5 +1,6 @@
-"""Core ML parity backend: `MLModel.predict` on macOS. Elsewhere opening one raises
-BackendUnavailable, so parity reports 'skipped: Core ML runtime needs macOS', never a pass."""
+"""Core ML Runner: `MLModel.predict` on macOS, the one place edgeseg loads an MLModel to run it.
+Elsewhere opening one raises BackendUnavailable, so parity reports 'skipped: Core ML runtime
+needs macOS', never a pass."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.parity.backends import BackendUnavailable, register_backend
+from edgeseg.errors import BackendUnavailable, EdgesegError
+from edgeseg.exporters.runner import Runner
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 
@@ -51,7 +52,7 @@ def to_pixels(batch: np.ndarray, mean, std) -> np.ndarray:
     return rounded.astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-class CoreMLBackend:
+class CoreMLRunner(Runner):
     name = "coreml"
 
     def __init__(self, path: str | Path, compute_units: str | None = None):
@@ -69,6 +70,7 @@ class CoreMLBackend:
         self.labels = classifier_labels(spec) if self.summary.classifier else []
         self.probs_name = spec.description.predictedProbabilitiesName
         self.input = self.summary.inputs[0]
+        self.input_names = [self.input.name]
         # "image": inputs must be natural images (random tensors do not survive the uint8 round trip)
         self.input_kind = "image" if self.input.kind == "image" else "tensor"
         self.input_shape = (1, 3, *self.input.shape) if self.input.kind == "image" else tuple(self.input.shape)
@@ -88,13 +90,18 @@ class CoreMLBackend:
             return [np.asarray([[scores[label] for label in self.labels]], dtype=np.float32)]
         return [np.asarray(result[o.name]) for o in self.summary.outputs]
 
+    def infer(self, feeds) -> list[np.ndarray]:
+        return self.run(feeds[self.input.name])
+
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         from PIL import Image
 
         batch = np.asarray(batch, dtype=np.float32)
         if self.input.kind == "image":
-            pixels = to_pixels(batch, self.mean, self.std)
-            feeds = [{self.input.name: Image.fromarray(p, "RGB")} for p in pixels]
+            pixels = to_pixels(batch, self.mean, self.std)  # in the model's channel order
+            if self.input.color == "BGR":  # Core ML reorders a PIL (RGB) image into the BGR the model declares
+                pixels = pixels[..., ::-1]
+            feeds = [{self.input.name: Image.fromarray(np.ascontiguousarray(p), "RGB")} for p in pixels]
         elif self.input.shape and self.input.shape[0] == batch.shape[0]:
             feeds = [{self.input.name: batch}]
         else:
@@ -103,9 +110,7 @@ class CoreMLBackend:
         return [np.concatenate([r[k] for r in results], axis=0) for k in range(len(results[0]))]
 
 
-@register_backend(".mlpackage")
-@register_backend(".mlmodel")
-def open_coreml(path: str | Path, compute_units: str | None = None, **_options) -> CoreMLBackend:
+def open_coreml(path: str | Path, compute_units: str | None = None, **_options) -> CoreMLRunner:
     if platform.system() != "Darwin":
         raise BackendUnavailable("Core ML runtime needs macOS", "run `edgeseg parity` on a Mac for this artifact")
     try:
@@ -114,4 +119,4 @@ def open_coreml(path: str | Path, compute_units: str | None = None, **_options) 
         raise BackendUnavailable("Core ML runtime bridge of coremltools is missing", "reinstall coremltools on macOS") from exc
     if not Path(path).exists():
         raise EdgesegError(f"{path} does not exist", "export it first with `edgeseg export --target coreml`")
-    return CoreMLBackend(path, compute_units)
+    return CoreMLRunner(path, compute_units)

@@ -229,6 +229,7 @@ class Expected:
     precision: str
     target: str
     classifier: bool = False
+    input_color: str | None = None  # image inputs: "RGB" | "BGR", the model's channel order
 
 
 def check(summary: SpecSummary, expected: Expected) -> list[str]:
@@ -250,6 +251,8 @@ def check(summary: SpecSummary, expected: Expected) -> list[str]:
             problems.append(f"input shape {shape}, expected {expected.input_shape}")
         if inp.flexible:
             problems.append("input shape is flexible, expected a fixed shape")
+        if expected.input_color and inp.kind == "image" and inp.color != expected.input_color:
+            problems.append(f"input color layout {inp.color}, expected {expected.input_color} (the model's channel order)")
     if expected.classifier:
         if not summary.classifier:
             problems.append("classifier outputs missing")

@@ -19,7 +19,8 @@ from typing import Any
 
 from edgeseg.atomic import atomic_output
 from edgeseg.errors import EdgesegError
-from edgeseg.exporters import ExportRequest, ExportResult, register_exporter
+from edgeseg.exporters import ExportRequest, ExportResult
+from edgeseg.exporters.onnx.runner import ort_session
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 MIN_OPSET = 11  # Resize/ArgMax semantics the post-processing relies on
@@ -150,18 +151,6 @@ def _simplify(model) -> Any:
     if not ok:
         raise EdgesegError("onnxsim could not validate its simplified graph", "retry with --no-simplify")
     return simplified
-
-
-def ort_session(model_or_path, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4  # failures are raised and reported; ORT's own log would repeat them
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    src = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
-    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _to_fp16(model, keep: tuple[str, ...]) -> tuple[Any, dict]:
@@ -347,7 +336,6 @@ def _save(model, path: Path) -> None:
     onnx.checker.check_model(str(path))  # what was written reads back as a valid model
 
 
-@register_exporter("onnx")
 class OnnxExporter:
     name = "onnx"
     suffix = ".onnx"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.exporters.runner import RemoteRun
 from edgeseg.remote.common import check_python, measurement_from_runner, rjoin
 from edgeseg.remote.ssh import RemoteError, SSHSession
 from edgeseg.timing import Measurement, Warmup
@@ -61,4 +62,15 @@ def run_ort_remote(session: SSHSession, onnx_path: str | Path, *, python: str = 
         raise RemoteError("the device runner reported an unexpected identity", "rerun with a matching edgeseg version")
     m.extra["runtime"] = "onnxruntime"
     m.extra.setdefault("environment", {})["device_python_modules"] = versions
+    return m
+
+
+def time_on_device(session: SSHSession, artifact: Path, run: RemoteRun) -> Measurement:
+    """bench's entry (Target.remote): the ORT runner on the device, outputs for parity."""
+    threads = run.threads or run.profile.threads
+    m = run_ort_remote(session, artifact, python=run.profile.access.python, workdir=run.workdir, warmup=run.warmup,
+                       iterations=run.iterations, threads=threads, shape=run.shape, input_array=run.input_array,
+                       run_timeout=run.timeout)
+    m.extra["settings"] = {"threads": threads, "seed": run.seed}
+    m.extra["parity_precision"] = "fp32"  # the ONNX graph runs as exported, in fp32 on these CPUs
     return m

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgeseg.errors import EdgesegError
 from edgeseg.exporters.tensorrt.manifest import Platform, check_platform_supported
-from edgeseg.parity.backends import BackendUnavailable
+from edgeseg.errors import BackendUnavailable
 
 INSTALL_HINT = ("install TensorRT 8.5-10.x with its Python bindings for this GPU (pip install tensorrt cuda-python), "
                 "or build on the device: --device PROFILE --host user@device")

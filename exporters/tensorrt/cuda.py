@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseg.parity.backends import BackendUnavailable
+from edgeseg.errors import BackendUnavailable
 
 INSTALL_HINT = "pip install cuda-python (or pycuda) matching the CUDA of your TensorRT"
 

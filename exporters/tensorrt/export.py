@@ -12,7 +12,6 @@ checks, so an engine is never run on a TensorRT or GPU it was not built for.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,9 @@ import numpy as np
 
 from edgeseg.atomic import atomic_output
 from edgeseg.errors import EdgesegError
-from edgeseg.exporters import ExportRequest, ExportResult, register_exporter
+from edgeseg.hashing import file_sha256
+from edgeseg.images import Preprocess, bundled_images
+from edgeseg.exporters import ExportRequest, ExportResult
 
 ANALYSIS_IMAGES = 4
 DEFAULT_CALIB_MAX = 512
@@ -54,20 +55,10 @@ def resolve_host(request: ExportRequest) -> str | None:
     return host
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def analysis_inputs(shapes, info, size, calib_images: list[Path] | None) -> list[dict[str, np.ndarray]]:
     """Feeds for the fp16-overflow measurement: natural images at the optimization profile's
     `opt` shape (the user's calibration images when given, else the bundled ones)."""
-    from edgeseg.exporters.calibration import Preprocess, bundled_images
-
-    pre = Preprocess(tuple(size), tuple(info.mean), tuple(info.std))
+    pre = Preprocess.for_model(info, size)
     files = (calib_images or bundled_images())[:ANALYSIS_IMAGES] or bundled_images()
     arrays = [pre.load(p) for p in files]
     opt = shapes[0].opt
@@ -90,7 +81,7 @@ def plan_fp32_layers(onnx_path: Path, feeds: list[dict], policy: str):
 
 def calibration_setup(request: ExportRequest, onnx, shapes, size, remote: bool):
     """(CalibrationPlan, CalibrationData | None, CalibrationCache) for int8."""
-    from edgeseg.exporters.calibration import CacheKey, CalibrationCache, CalibrationData, Preprocess, list_images
+    from edgeseg.exporters.calibration import CacheKey, CalibrationCache, CalibrationData, list_images
     from edgeseg.exporters.tensorrt.plan import CalibrationPlan, default_cache_dir
 
     info, opts = request.model.edgeseg, request.options
@@ -112,7 +103,7 @@ def calibration_setup(request: ExportRequest, onnx, shapes, size, remote: bool):
     if not opts.get("calib_images"):
         raise EdgesegError("int8 needs calibration images", "pass --calib-images DIR (a few hundred representative images)")
     images = list_images(opts["calib_images"], limit=int(opts.get("calib_max", DEFAULT_CALIB_MAX)))
-    pre = Preprocess(tuple(size), tuple(info.mean), tuple(info.std), resize=opts.get("calib_resize", "crop"))
+    pre = Preprocess.for_model(info, size, resize=opts.get("calib_resize", "crop"))
     data = CalibrationData(images, pre, batch=opt_shape[0])
     key = CacheKey(onnx_sha256=onnx.sha256, input_shape=tuple(opt_shape), data=data.fingerprint())
     path = Path(given_cache) if given_cache else default_cache_dir() / "calibration" / f"{onnx.sha256[:16]}-{key.data[:16]}.cache"
@@ -136,9 +127,8 @@ def timing_cache_path(request: ExportRequest, remote: bool, platform=None) -> st
     return str(default_timing_cache(platform))
 
 
-@register_exporter("trt")
 class TensorRTExporter:
-    name = "trt"
+    name = "tensorrt"
     suffix = ".engine"
 
     def export(self, request: ExportRequest) -> ExportResult:

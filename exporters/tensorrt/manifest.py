@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import EdgesegError
-from edgeseg.parity.backends import BackendUnavailable
+from edgeseg.errors import BackendUnavailable
+from edgeseg.manifest import manifest_path_for
 
 MANIFEST_SUFFIX = ".manifest.json"
 SCHEMA = 1
@@ -26,11 +27,6 @@ SCHEMA = 1
 class EngineMismatch(BackendUnavailable):
     """This engine cannot run here (other TensorRT, other GPU, altered file). A parity run
     reports it as skipped with this reason; a direct load raises it."""
-
-
-def manifest_path_for(engine: str | Path) -> Path:
-    engine = Path(engine)
-    return engine.with_name(engine.name + MANIFEST_SUFFIX)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.errors import EdgesegError
+from edgeseg.exporters.onnx.runner import ort_session
+
 FP16_MAX = 65504.0
 POLICIES = ("auto", "all", "none")
 
@@ -130,7 +133,6 @@ def measure_peaks(model, inputs: dict[str, np.ndarray], tensors: list[str]) -> d
     import copy
 
     import onnx
-    import onnxruntime as ort
 
     if not tensors:
         return {}
@@ -139,11 +141,8 @@ def measure_peaks(model, inputs: dict[str, np.ndarray], tensors: list[str]) -> d
     for name in dict.fromkeys(tensors):
         if name not in have:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     # no graph fusion: the tensors we ask for must exist as computed, not folded away
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(probe, optimization="none", log_level=3)
     names = [o.name for o in sess.get_outputs()]
     values = sess.run(None, inputs)
     out = {}
@@ -158,8 +157,6 @@ def plan_precision(model, inputs, policy: str = "auto", headroom: float = 0.5) -
     """Decide which regions stay fp32. `inputs` (one feed {name: array}, or a list of feeds:
     the worst case over them counts) are needed for policy `auto`."""
     if policy not in POLICIES:
-        from edgeseg.errors import EdgesegError
-
         raise EdgesegError(f"unknown fp32-layer policy {policy!r}", f"use one of: {', '.join(POLICIES)}")
     regions = find_regions(model)
     plan = PrecisionPlan(policy, headroom, regions)

@@ -5,12 +5,12 @@ takes, with its inputs and dynamic dimensions described for the build plan."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import EdgesegError
+from edgeseg.hashing import sha256_bytes
 from edgeseg.exporters import ExportRequest
 
 
@@ -65,7 +65,7 @@ def describe(path: Path, profile=None) -> PreparedOnnx:
     if profile is not None and profile.export.static_shapes and any(i.dynamic for i in inputs):
         raise EdgesegError(f"{profile.name} needs static shapes; the ONNX input has dynamic dimensions", "export without --dynamic")
     outputs = [{"name": v.name, "shape": list(_dims(v))} for v in model.graph.output]
-    return PreparedOnnx(path=path, sha256=hashlib.sha256(data).hexdigest(), opset=opset, inputs=inputs, outputs=outputs,
+    return PreparedOnnx(path=path, sha256=sha256_bytes(data), opset=opset, inputs=inputs, outputs=outputs,
                         op_counts=counts)
 
 

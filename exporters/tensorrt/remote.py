@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.exporters.onnx.runner import input_spec
+from edgeseg.exporters.runner import RemoteRun
 from edgeseg.exporters.tensorrt import trtexec as tx
 from edgeseg.remote.common import rjoin
 from edgeseg.remote.ssh import RemoteError, SSHSession
@@ -156,3 +158,28 @@ def bench_trtexec_remote(session: SSHSession, onnx_path: str | Path, profile, pr
         m.extra["outputs"] = outputs
     return m
 
+
+
+def time_on_device(session: SSHSession, artifact: Path, run: RemoteRun) -> Measurement:
+    """bench's entry (Target.remote): build the engine from `artifact` (ONNX) on the Jetson,
+    time it with trtexec; outputs come back in the ONNX graph's output order."""
+    import onnx  # lazy: only remote TensorRT runs read the graph's names
+
+    name = input_spec(artifact)[0]
+    out_names = [o.name for o in onnx.load(str(artifact), load_external_data=False).graph.output]
+    warm = Warmup.parse(run.warmup)
+    m = bench_trtexec_remote(session, artifact, run.profile, run.precision, warmup=warm if warm.by_time else "200ms",
+                             iterations=run.iterations, input_array=run.input_array, input_name=name, workdir=run.workdir,
+                             timeout=run.timeout)
+    if not warm.by_time:
+        m.extra["warmup_note"] = "trtexec warms up by time: a count was replaced by 200 ms"
+    outs = m.extra.get("outputs")
+    if run.input_array is not None:
+        missing = [n for n in out_names if n not in (outs or {})]
+        if missing:
+            m.extra["outputs"] = None
+            m.extra["parity_failed"] = f"trtexec exported no output named {', '.join(missing)}"
+        else:
+            m.extra["outputs"] = [outs[n] for n in out_names]
+    m.extra["settings"] = {"seed": run.seed, "power_mode": m.extra.get("environment", {}).get("nvpmodel")}
+    return m

@@ -1,27 +1,25 @@
-"""Run a serialized TensorRT engine from Python (tensor-name API of TensorRT 8.5+), after its
-manifest says it was built for this TensorRT and this GPU."""
+"""TensorRT Runner: a serialized engine run from Python (tensor-name API of TensorRT 8.5+) through
+cuda-python or pycuda, after its manifest says it was built for this TensorRT and this GPU. The
+one place edgeseg creates a TensorRT execution context. Without TensorRT, CUDA bindings or a GPU
+here, or for an engine built for another TensorRT/GPU, opening one raises BackendUnavailable and
+parity reports 'skipped: <reason>'."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+from edgeseg.hashing import file_sha256
+from edgeseg.exporters.runner import Runner
 from edgeseg.exporters.tensorrt.manifest import check_compatible, read_engine_section
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+class EngineRunner(Runner):
+    name = "tensorrt"
 
-
-class EngineRunner:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, **_options: object):
         from edgeseg.exporters.tensorrt.build import import_tensorrt, local_platform, make_logger
         from edgeseg.exporters.tensorrt.cuda import cuda_api
 
@@ -31,7 +29,7 @@ class EngineRunner:
         trt = import_tensorrt()
         self.section = read_engine_section(self.path)
         cuda = cuda_api()
-        check_compatible(self.section, local_platform(trt, cuda), engine_sha256=_sha256(self.path))
+        check_compatible(self.section, local_platform(trt, cuda), engine_sha256=file_sha256(self.path))
         self.trt, self.cuda = trt, cuda
         self.logger = make_logger(trt)
         self.runtime = trt.Runtime(self.logger)
@@ -49,6 +47,7 @@ class EngineRunner:
         self.input_name = self.input_names[0]
         self.min_shape, _, self.max_shape = self._profile_range(self.input_name)
         self.stream = cuda.stream()
+        self.precision = self.section.get("precision", "fp32")
 
     def _profile_range(self, name: str):
         if self.engine.num_optimization_profiles and hasattr(self.engine, "get_tensor_profile_shape"):
@@ -105,6 +104,16 @@ class EngineRunner:
                 cuda.free(p)
         return [h.astype(np.float32) if h.dtype == np.float16 else h for h, _ in outs]
 
+    def infer(self, feeds) -> list[np.ndarray]:
+        return self.run(feeds[self.input_name])
+
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        parts = [self._run_one(c) for c in self._chunks(np.asarray(batch))]
+        parts = [self._run_one(c) for c in self._chunks(np.asarray(batch, dtype=np.float32))]
         return [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(parts[0]))]
+
+    def describe(self) -> dict:
+        return {"runtime": "tensorrt", "runtime_version": getattr(self.trt, "__version__", "?")}
+
+
+def open_engine(path: str | Path, **_options: object) -> EngineRunner:
+    return EngineRunner(path)

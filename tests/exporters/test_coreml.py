@@ -420,14 +420,14 @@ def test_preflight_emulation_tracks_real_fp16(tiny):
 # ------------------------------------------------------------------ parity backend
 
 def test_parity_skips_off_macos(mobileone):
-    from edgeseg.parity import BackendUnavailable, get_backend
+    from edgeseg.parity import BackendUnavailable, open_runner
     from edgeseg.parity.job import parity_for_model
 
     if platform.system() == "Darwin":
         pytest.skip("on macOS the backend runs; see test_parity_on_macos")
     fused, res = mobileone
     with pytest.raises(BackendUnavailable, match="Core ML runtime needs macOS"):
-        get_backend(res.path)
+        open_runner(res.path)
     summary = parity_for_model(fused, [res.path], samples=1, seed=0, bundled_images=False)
     entry = summary["artifacts"][0]
     assert entry["status"] == "skipped" and "macOS" in entry["reason"]
@@ -459,6 +459,23 @@ def test_pixels_round_trip_and_refuse_non_images():
 
 def test_registry_entries():
     assert get_exporter("coreml").suffix == ".mlpackage"
-    from edgeseg.parity.backends import _MODULES
+    from edgeseg.exporters import target_for_suffix
 
-    assert _MODULES[".mlpackage"] == "edgeseg.exporters.coreml.runner"
+    assert target_for_suffix(".mlpackage").runner.startswith("edgeseg.exporters.coreml.runner:")
+
+
+def test_bgr_model_gets_a_bgr_image_input(tiny, tmp_path):
+    """A model that reads BGR (EdgeFormer, ml-cvnets) gets a Core ML ImageType with color_layout BGR:
+    an RGB layout would feed it swapped channels from every camera frame."""
+    import copy
+    import dataclasses
+
+    from edgeseg.registry import get_entry
+
+    assert {get_entry(n).channel_order for n in ("edgeformer_s", "edgeformer_s_deeplabv3")} == {"bgr"}
+    bgr = copy.deepcopy(tiny)
+    bgr.edgeseg = dataclasses.replace(tiny.edgeseg, channel_order="bgr")
+    res = _export(bgr, tmp_path / "bgr.mlpackage", (64, 64), options={"image_input": True})
+    assert res.manifest["spec"]["inputs"][0]["color"] == "BGR"
+    rgb = _export(tiny, tmp_path / "rgb.mlpackage", (64, 64), options={"image_input": True})
+    assert rgb.manifest["spec"]["inputs"][0]["color"] == "RGB"

@@ -504,13 +504,13 @@ def test_local_build_without_tensorrt_says_so(tmp_path):
 
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed here")
 def test_parity_skips_without_tensorrt(tmp_path):
-    from edgeseg.parity import get_backend
+    from edgeseg.parity import open_runner
     from edgeseg.parity.job import parity_for_model
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 16)
     with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
-        get_backend(engine)
+        open_runner(engine)
     summary = parity_for_model(_fused_mobileone(), [engine], samples=1, seed=0, bundled_images=False)
     entry = summary["artifacts"][0]
     assert entry["status"] == "skipped" and entry["reason"] == "TensorRT is not installed"

@@ -25,10 +25,9 @@ def reparam_checkpoint(
 ) -> dict[str, Any]:
     """Load (or take `model`), fuse, verify, measure, and write the deploy checkpoint."""
     from edgeseg.analysis import count_macs, count_params
-    from edgeseg.api import load, reparameterize
+    from edgeseg.api import load, reparameterize, save_deploy
     from edgeseg.atomic import check_output_path
     from edgeseg.timing import time_torch_model
-    from edgeseg.checkpoint.deploy import save_deploy
 
     ckpt = Path(ckpt)
     out = Path(out) if out else default_deploy_path(ckpt)
