@@ -100,7 +100,7 @@ def build_rows(name: str, workdir: Path, *, int8: bool) -> tuple[list[dict], lis
 
     from edgeseg.api import create, reparameterize
     from edgeseg.exporters import ExportRequest, get_exporter
-    from edgeseg.exporters.onnx_passes import plain_export
+    from edgeseg.exporters.onnx.passes import plain_export
 
     notes: list[str] = []
     model = create(name, pretrained_like=0)
@@ -140,7 +140,7 @@ def time_rows(rows: list[dict], threads: int, iterations: int, warmup: int, size
 
     import numpy as np
 
-    from edgeseg.exporters.onnx import ort_session
+    from edgeseg.exporters.onnx.runner import ort_session
 
     x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
     sessions = []
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from edgeseg.exporters.onnx_passes import ort_optimized_counts
+    from edgeseg.exporters.onnx.passes import ort_optimized_counts
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     threads = args.threads or sorted({1, os.cpu_count() or 1})

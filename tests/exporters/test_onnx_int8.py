@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from edgeseg.errors import EdgesegError
-from edgeseg.exporters import onnx_int8
-from edgeseg.exporters.onnx_int8 import Int8Options, calibration_batches, min_cosine, node_groups, quantize_onnx
+from edgeseg.exporters.onnx import int8 as onnx_int8
+from edgeseg.exporters.onnx.int8 import Int8Options, calibration_batches, min_cosine, node_groups, quantize_onnx
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -39,8 +39,8 @@ def test_node_groups_find_depthwise_first_conv_and_head():
 
 
 def test_calibration_batches_follow_the_models_channel_order_and_cycle_with_flips():
-    rgb, names = calibration_batches((32, 32), MEAN, STD, "rgb", None, 10)
-    bgr, _ = calibration_batches((32, 32), MEAN, STD, "bgr", None, 10)
+    rgb, names = calibration_batches((32, 32), (0.5,) * 3, (0.25,) * 3, "rgb", None, 10)
+    bgr, _ = calibration_batches((32, 32), (0.5,) * 3, (0.25,) * 3, "bgr", None, 10)
     n = len(set(names))
     assert len(rgb) == 10 and rgb[0].shape == (1, 3, 32, 32) and rgb[0].dtype == np.float32
     np.testing.assert_array_equal(bgr[0][0], rgb[0][0][::-1])

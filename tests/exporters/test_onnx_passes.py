@@ -11,8 +11,8 @@ from onnx import TensorProto, helper
 
 from edgeseg.api import create, reparameterize
 from edgeseg.exporters import ExportRequest
-from edgeseg.exporters.onnx import build_onnx, plan_export
-from edgeseg.exporters.onnx_passes import fused_ops, not_worse, ort_optimized_counts, plain_export, simplify_for_runtime
+from edgeseg.exporters.onnx.export import build_onnx, plan_export
+from edgeseg.exporters.onnx.passes import fused_ops, not_worse, ort_optimized_counts, plain_export, simplify_for_runtime
 from edgeseg.registry import list_models
 
 SEED = 5

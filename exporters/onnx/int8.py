@@ -1,0 +1,349 @@
+"""int8 for ONNX Runtime targets: static quantization that pays, chosen by measurement.
+
+A naive `quantize_static` of every op is a slowdown on CPUs (FastViT-T8: x0.61 of fp32):
+ORT's int8 depthwise convs, and the Q/DQ pairs around ops that have no int8 kernel (GELU,
+Softmax, LayerNorm), cost more than they save. So the exporter builds a few candidate op
+selections (Conv/MatMul/Gemm only; depthwise convs float or int8; QDQ or QOperator), times
+each against the fp32 graph on this host (1 thread, interleaved), checks each against the fp32
+outputs on the calibration images, and keeps the fastest one that agrees. If none agrees,
+per-layer error (`onnxruntime.quantization.qdq_loss_debug`, SQNR of each quantized tensor
+against fp32) picks the layers that stay float: the first conv and the head first, then the
+worst layers. Everything measured goes into the manifest; the final parity gate against
+PyTorch uses the int8 thresholds. An artifact slower than fp32 is refused unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+
+QUANT_OP_TYPES = ("Conv", "MatMul", "Gemm")  # ops whose int8 kernels beat fp32 in ORT's CPU provider
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_SAMPLES = 8
+MIN_COSINE = 0.985  # selection target vs fp32 on the calibration images; the int8 parity gate vs PyTorch is 0.98
+# ORT's guidance for Arm: QDQ (its Arm kernels are written against the QDQ-fused graph). The host is measured.
+PROFILE_FORMATS = {"raspberry-pi-4": ("QDQ",), "raspberry-pi-5": ("QDQ",), "rk3588": ("QDQ",), "snapdragon-865": ("QDQ",)}
+
+
+@dataclass
+class Int8Options:
+    calib_images: str | None = None
+    calib_samples: int = DEFAULT_SAMPLES
+    calib_method: str = "minmax"
+    force: bool = False
+    formats: tuple[str, ...] = ("QDQ", "QOperator")
+    iterations: int = 12
+    progress: Callable[[str], None] = field(default=lambda msg: None)
+
+    @classmethod
+    def from_request(cls, options: dict, profile_name: str | None) -> "Int8Options":
+        method = str(options.get("calib_method") or "minmax").lower()
+        if method not in CALIB_METHODS:
+            raise EdgesegError(f"unknown calibration method {method!r}", f"choose one of: {', '.join(CALIB_METHODS)}")
+        samples = int(options.get("calib_samples") or DEFAULT_SAMPLES)
+        if samples < 1:
+            raise EdgesegError(f"--calib-samples {samples} is too small", "use 1 or more")
+        images = options.get("calib_images")
+        return cls(calib_images=str(images) if images else None, calib_samples=samples, calib_method=method,
+                   force=bool(options.get("int8_force")), formats=PROFILE_FORMATS.get(profile_name or "", ("QDQ", "QOperator")),
+                   progress=options.get("progress") or (lambda msg: None))
+
+
+def calibration_batches(size, mean, std, channel_order: str, images_dir: str | None, samples: int) -> tuple[list[np.ndarray], list[str]]:
+    """`samples` preprocessed (1, 3, H, W) batches: the given images or the bundled ones, cycled
+    with a horizontal flip on the second pass so a small set still gives varied statistics."""
+    from edgeseg.exporters.calibration import Preprocess, bundled_images, list_images
+
+    paths = list_images(images_dir) if images_dir else bundled_images()
+    if not paths:
+        raise EdgesegError("no calibration images (the bundled set is missing)", "pass --calib-images DIR")
+    pre = Preprocess(size=tuple(size), mean=tuple(mean), std=tuple(std), channel_order=channel_order)
+    loaded = [pre.load(p) for p in paths[:samples]]
+    out = []
+    for i in range(samples):
+        x = loaded[i % len(loaded)]
+        if (i // len(loaded)) % 2:
+            x = x[:, :, ::-1]
+        out.append(np.ascontiguousarray(x[None], dtype=np.float32))
+    return out, [p.name for p in paths[:samples]]
+
+
+class _Reader:
+    """An onnxruntime.quantization.CalibrationDataReader (get_next/rewind/iteration) over
+    in-memory batches."""
+
+    def __init__(self, name: str, batches: list[np.ndarray]):
+        self.name, self.batches, self.i = name, batches, 0
+
+    def __iter__(self):
+        self.rewind()
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def get_next(self):
+        if self.i >= len(self.batches):
+            return None
+        self.i += 1
+        return {self.name: self.batches[self.i - 1]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def node_groups(model) -> dict[str, list[str]]:
+    """Names of the nodes the selection can keep in float: depthwise convs, first conv, head."""
+    inits = {t.name: t for t in model.graph.initializer}
+    graph_in = {i.name for i in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    depthwise, first, head = [], [], []
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            w = inits.get(n.input[1])
+            if group > 1 and w is not None and w.dims[1] == 1:
+                depthwise.append(n.name)
+            if n.input[0] in graph_in:
+                first.append(n.name)
+    # the head: the last Conv/MatMul/Gemm on the way back from each output
+    for o in outputs:
+        stack, seen = [o], set()
+        while stack:
+            v = stack.pop()
+            n = producer.get(v)
+            if n is None or n.name in seen:
+                continue
+            seen.add(n.name)
+            if n.op_type in QUANT_OP_TYPES:
+                head.append(n.name)
+                continue
+            stack.extend(i for i in n.input if i not in inits)
+    return {"depthwise": depthwise, "first": first, "head": sorted(set(head))}
+
+
+def _session(path, threads: int = 1):
+    from edgeseg.exporters.onnx.runner import ort_session
+
+    return ort_session(path, threads=threads)
+
+
+def _profiled_session(path):
+    """A 1-thread session with ORT's profiler on (the shared session helper has no profiling)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path(path).with_suffix("")) + ".profile"
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def interleaved_ms(paths: list[Path], x: np.ndarray, iterations: int, threads: int = 1) -> list[float]:
+    """Median ms of each model, timed one call each per round so load drifts hit all alike."""
+    sessions = [_session(p, threads) for p in paths]
+    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+    for s, f in zip(sessions, feeds):
+        s.run(None, f)
+    times: list[list[float]] = [[] for _ in paths]
+    for r in range(iterations):
+        for j in (range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))):
+            t0 = time.perf_counter()
+            sessions[j].run(None, feeds[j])
+            times[j].append((time.perf_counter() - t0) * 1000.0)
+    return [float(np.median(t)) for t in times]
+
+
+def op_profile_ms(path: Path, x: np.ndarray, runs: int = 5) -> dict[str, float]:
+    """Per-op-type ms per run from ORT's profiler (1 thread)."""
+    sess = _profiled_session(path)
+    feed = {sess.get_inputs()[0].name: x}
+    sess.run(None, feed)
+    for _ in range(runs):
+        sess.run(None, feed)
+    prof = sess.end_profiling()
+    try:
+        events = json.loads(Path(prof).read_text())
+    finally:
+        Path(prof).unlink(missing_ok=True)
+    per: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per[e.get("args", {}).get("op_name", "?")] += e.get("dur", 0) / 1000.0 / (runs + 1)
+    return {k: round(v, 3) for k, v in sorted(per.items(), key=lambda kv: -kv[1])}
+
+
+def _outputs(path: Path, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+    sess = _session(path, threads=os.cpu_count() or 1)
+    name = sess.get_inputs()[0].name
+    return [sess.run(None, {name: b}) for b in batches]
+
+
+def min_cosine(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    worst = 1.0
+    for r_out, g_out in zip(ref, got):
+        for r, g in zip(r_out, g_out):
+            if not np.issubdtype(r.dtype, np.floating):
+                continue
+            a, b = r.ravel().astype(np.float64), g.ravel().astype(np.float64)
+            worst = min(worst, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)))
+    return worst
+
+
+def per_layer_sqnr(fp32_path: Path, qdq_path: Path, batches: list[np.ndarray], workdir: Path, name: str) -> dict[str, float]:
+    """SQNR (dB) of every quantized activation of a QDQ model against fp32: low = sensitive."""
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    aug_q, aug_f = workdir / "aug_q.onnx", workdir / "aug_f.onnx"
+    dbg.modify_model_output_intermediate_tensors(str(qdq_path), str(aug_q))
+    dbg.modify_model_output_intermediate_tensors(str(fp32_path), str(aug_f))
+    few = batches[:2]
+    q_act = dbg.collect_activations(str(aug_q), _Reader(name, few))
+    f_act = dbg.collect_activations(str(aug_f), _Reader(name, few))
+    errs = dbg.compute_activation_error(dbg.create_activation_matching(q_act, f_act))
+    return {k: float(v.get("xmodel_err", v.get("qdq_err", 0.0))) for k, v in errs.items()}
+
+
+def _tensor_to_node(model) -> dict[str, str]:
+    return {o: n.name for n in model.graph.node for o in n.output}
+
+
+@dataclass
+class Candidate:
+    label: str
+    fmt: str
+    exclude: tuple[str, ...]
+    path: Path | None = None
+    ms: float | None = None
+    cosine: float | None = None
+
+    def as_dict(self, fp32_ms: float) -> dict[str, Any]:
+        return {"label": self.label, "format": self.fmt, "kept_float": len(self.exclude),
+                "ms": None if self.ms is None else round(self.ms, 2), "speedup": None if not self.ms else round(fp32_ms / self.ms, 3),
+                "min_cosine": None if self.cosine is None else round(self.cosine, 5)}
+
+
+def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
+                  opts: Int8Options) -> tuple[Any, dict[str, Any]]:
+    """fp32 ModelProto -> (int8 ModelProto, manifest record). Raises EdgesegError when no int8
+    graph is faster than fp32 (unless opts.force)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[opts.calib_method]
+    with tempfile.TemporaryDirectory(prefix="edgeseg-int8-") as d:
+        work = Path(d)
+        fp32_path, pre_path = work / "fp32.onnx", work / "pre.onnx"
+        onnx.save(fp32_model, str(fp32_path))
+        opts.progress("int8: pre-processing (shape inference, ORT basic optimizations)")
+        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
+        pre = onnx.load(str(pre_path))
+        name = pre.graph.input[0].name
+        batches, image_names = calibration_batches(input_size, mean, std, channel_order, opts.calib_images, opts.calib_samples)
+        groups = node_groups(pre)
+        ref = _outputs(fp32_path, batches)
+        x = batches[0]
+
+        def build(c: Candidate) -> Candidate:
+            c.path = work / f"{c.label}.{c.fmt}.onnx"
+            opts.progress(f"int8: calibrating and quantizing '{c.label}' ({c.fmt}, {len(batches)} samples, {opts.calib_method})")
+            quantize_static(str(pre_path), str(c.path), _Reader(name, batches),
+                            quant_format=QuantFormat.QDQ if c.fmt == "QDQ" else QuantFormat.QOperator,
+                            op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=list(c.exclude), calibrate_method=method,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+            c.cosine = min_cosine(ref, _outputs(c.path, batches))
+            return c
+
+        def timed(cands: list[Candidate]) -> float:
+            opts.progress(f"int8: timing {len(cands)} candidate(s) against fp32 (1 thread)")
+            ms = interleaved_ms([fp32_path, *[c.path for c in cands]], x, opts.iterations)
+            for c, m in zip(cands, ms[1:]):
+                c.ms = m
+            return ms[0]
+
+        fmt0 = opts.formats[0]
+        dw = tuple(groups["depthwise"])
+        cands = [build(Candidate("conv-matmul, depthwise float", fmt0, dw))]
+        if dw:
+            cands.append(build(Candidate("conv-matmul, depthwise int8", fmt0, ())))
+        fp32_ms = timed(cands)
+        # accuracy first, then speed
+        def best(pool):
+            ok = [c for c in pool if c.cosine is not None and c.cosine >= MIN_COSINE]
+            return min(ok, key=lambda c: c.ms) if ok else None
+
+        sensitivity: dict[str, float] = {}
+        chosen = best(cands)
+        if chosen is None:
+            # sensitivity: keep first conv + head float, then the layers with the worst SQNR
+            base = min(cands, key=lambda c: -(c.cosine or 0))
+            keep = set(base.exclude) | set(groups["first"]) | set(groups["head"])
+            trial = build(Candidate("+ first conv, head float", base.fmt, tuple(sorted(keep))))
+            cands.append(trial)
+            if trial.cosine < MIN_COSINE and base.fmt == "QDQ":
+                opts.progress("int8: per-layer error against fp32")
+                sensitivity = per_layer_sqnr(fp32_path, trial.path, batches, work, name)
+                owner = _tensor_to_node(pre)
+                worst = [owner[t] for t, _ in sorted(sensitivity.items(), key=lambda kv: kv[1]) if t in owner]
+                for step in (5, 10, 20):
+                    keep |= set(worst[:step])
+                    trial = build(Candidate(f"+ {step} most sensitive layers float", base.fmt, tuple(sorted(keep))))
+                    cands.append(trial)
+                    if trial.cosine >= MIN_COSINE:
+                        break
+            timed([c for c in cands if c.ms is None])
+            chosen = best(cands)
+        if chosen is not None and len(opts.formats) > 1:
+            other = build(Candidate(chosen.label, opts.formats[1], chosen.exclude))
+            cands.append(other)
+            fp32_ms = timed([chosen, other])  # the final pair is timed side by side with fp32
+            chosen = best([chosen, other]) or chosen
+        if chosen is None:
+            worst_cos = max(c.cosine or 0 for c in cands)
+            raise EdgesegError(f"no int8 graph agrees with fp32 (best cosine {worst_cos:.4f} < {MIN_COSINE})",
+                               "calibrate on your own images (--calib-images DIR, more --calib-samples) or export fp32")
+        speedup = fp32_ms / chosen.ms
+        record: dict[str, Any] = {
+            "quantizer": "onnxruntime.quantization.quantize_static",
+            "format": chosen.fmt,
+            "per_channel": True,
+            "activation_type": "uint8 (asymmetric)",
+            "weight_type": "int8 (symmetric)",
+            "quantized_op_types": list(QUANT_OP_TYPES),
+            "calibration": {"method": opts.calib_method, "samples": len(batches), "images": image_names,
+                            "source": opts.calib_images or "bundled", "channel_order": channel_order},
+            "selection": chosen.label,
+            "kept_float": {"depthwise_convs": sum(n in chosen.exclude for n in groups["depthwise"]),
+                           "first_conv": any(n in chosen.exclude for n in groups["first"]),
+                           "head": any(n in chosen.exclude for n in groups["head"]), "nodes": sorted(chosen.exclude)},
+            "min_cosine_vs_fp32": round(chosen.cosine, 5),
+            "host_speed": {"threads": 1, "fp32_ms": round(fp32_ms, 2), "int8_ms": round(chosen.ms, 2), "speedup": round(speedup, 3),
+                           "iterations": opts.iterations},
+            "candidates": [c.as_dict(fp32_ms) for c in cands],
+        }
+        if sensitivity:
+            record["per_layer_sqnr_db_worst"] = dict(sorted(sensitivity.items(), key=lambda kv: kv[1])[:10])
+        opts.progress("int8: per-op profile of fp32 and int8")
+        record["per_op_ms"] = {"fp32": op_profile_ms(fp32_path, x), "int8": op_profile_ms(chosen.path, x)}
+        if speedup < 1.0 and not opts.force:
+            raise EdgesegError(f"the int8 graph is slower than fp32 on this host ({chosen.ms:.1f} ms vs {fp32_ms:.1f} ms at 1 thread, "
+                               f"x{speedup:.2f}; best of {len(cands)} op selections)",
+                               "export fp32, or pass --force to write the int8 artifact anyway")
+        return onnx.load(str(chosen.path)), record
