@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeseg.atomic import atomic_output
 from edgeseg.checkpoint.deploy import deploy_metadata, read_deploy_metadata
-from edgeseg.checkpoint.detect import Detection, build_structure, detect
+from edgeseg.checkpoint.detect import Detection, _optional, build_structure, detect, diff_keys
 from edgeseg.checkpoint.layouts import KeyLayout
 from edgeseg.checkpoint.reader import RawCheckpoint, read_checkpoint
 from edgeseg.errors import DetectionError, EdgesegError, VerificationError
@@ -76,7 +76,7 @@ def create(name: str, *, pretrained_like: int | None = None, **cfg: Any):
     entry = resolve_custom(name) if _is_custom(name) else get_entry(name)
     model = entry.build(**cfg)
     if pretrained_like is not None:
-        from edgeseg.synthetic import randomize_weights_
+        from edgeseg.synthetic import randomize_weights_  # lazy: pulls torch
 
         d = entry.size_divisor
         calib = tuple(max(d * 2, (s // 2) // d * d) for s in entry.input_size)
@@ -100,8 +100,6 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
                 found = f
                 break
         if found is None:
-            from edgeseg.checkpoint.detect import diff_keys
-
             model = build_structure(entry, {}, False)
             d = diff_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, raw.state_dict)
             raise DetectionError(f"checkpoint does not match {arch}: {d.describe()}", "check the factory or the checkpoint")
@@ -112,8 +110,6 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
 
 
 def load_state_dict_strict(model, state_dict: dict) -> None:
-    from edgeseg.checkpoint.detect import _optional
-
     result = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in result.missing_keys if not _optional(k)]
     if missing or result.unexpected_keys:
@@ -182,8 +178,8 @@ def reparameterize(model, *, verify: bool = True, input_size: tuple[int, int] | 
 
     Returns (fused_model, ReparamResult). The input model is left untouched unless `inplace`.
     """
-    from edgeseg.reparam.verify import FP32_REL_TOL, check_equivalence
-    from edgeseg.reparam.walker import reparameterize_model
+    from edgeseg.reparam.verify import FP32_REL_TOL, check_equivalence  # lazy: pulls torch
+    from edgeseg.reparam.walker import reparameterize_model  # lazy: pulls torch
 
     info: ModelInfo | None = getattr(model, "edgeseg", None)
     fused = model if inplace else copy.deepcopy(model)

@@ -15,9 +15,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgeseg import __version__
+from edgeseg.api import load, reparameterize
+from edgeseg.atomic import atomic_output, check_output_path
+from edgeseg.devices import get_profile
 from edgeseg.errors import EdgesegError
-from edgeseg.hashing import artifact_sha256
 from edgeseg.exporters import ExportRequest, get_exporter, get_target
+from edgeseg.exporters.wrap import check_postprocess
+from edgeseg.hashing import artifact_sha256
+from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed
 
 class ExportSummary(dict):
     """What `export_checkpoint` returns: the manifest plus output paths (the JSON the CLI prints),
@@ -57,8 +63,6 @@ def _resolve_precision(precision: str | None, profile, target: str = "onnx") -> 
 
 
 def _publish(staged: Path, final: Path, overwrite: bool) -> None:
-    from edgeseg.atomic import atomic_output
-
     with atomic_output(final, overwrite=overwrite, directory=staged.is_dir()) as tmp:
         os.replace(staged, tmp)
         if tmp.is_file():  # temp files are created private; the artifact gets the usual umask mode
@@ -103,16 +107,11 @@ def export_checkpoint(
     Raises EdgesegError on refusals and `edgeseg.parity.job.ParityFailure` (exit code 3,
     with `.summary`) when the artifact does not match PyTorch; neither leaves a file behind.
     """
-    from edgeseg.api import load, reparameterize
-    from edgeseg.atomic import check_output_path
-
     timings: dict[str, float] = {}
     exporter = get_exporter(target)
     target = get_target(target).name  # the canonical name is recorded (`trt` and `engine` mean tensorrt)
     profile = None
     if device:
-        from edgeseg.devices import get_profile
-
         profile = get_profile(device)
     prec = _resolve_precision(precision, profile, target)
     ckpt_path = Path(ckpt) if ckpt is not None else None
@@ -127,7 +126,6 @@ def export_checkpoint(
     if final.suffix != exporter.suffix:
         raise EdgesegError(f"output {final} does not end in {exporter.suffix}, which --target {target} writes", f"use -o NAME{exporter.suffix}")
     check_output_path(final, overwrite)  # fail before the expensive part
-    from edgeseg.exporters.wrap import check_postprocess
 
     check_postprocess(info.task, postprocess)
 
@@ -170,13 +168,10 @@ def export_checkpoint(
         manifest.setdefault("input_size", list(size))
         manifest.setdefault("batch", batch)
         manifest.setdefault("postprocess", postprocess)
-        from edgeseg import __version__
 
         manifest.setdefault("tools", {})["edgeseg"] = __version__
 
         if parity:
-            from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed  # lazy: parity sits above the export job
-
             t = time.perf_counter()
             progress("parity against PyTorch")
             # shapes, names and post-processing go to parity in memory, as the manifest will record them

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from edgeseg import __version__
 
 
 META_PREFIX = "edgeseg."
 
 
 def deploy_metadata(info: Any, **extra: Any) -> dict[str, str]:
-    from edgeseg import __version__
-
     meta = {
         "format": "pt",
         f"{META_PREFIX}arch": info.arch,

@@ -53,7 +53,7 @@ def render_export(con, s: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgeseg.cli.parity import render_parity
+    from edgeseg.cli.parity import render_parity  # lazy: keeps `edgeseg --help` fast
 
     con.print(f"[bold]{s['arch']}[/] -> {s['output']} ({s['target']}, {s.get('precision')}, "
               f"{'x'.join(map(str, s.get('input_size', [])))}, batch {s.get('batch')}"
@@ -112,8 +112,8 @@ def export_cmd(
     target_options: dict[str, Any] | None = None,
 ) -> None:
     """Reparameterize, export, check and parity-test a checkpoint; writes the artifact and a manifest."""
-    from edgeseg.export_job import export_checkpoint
-    from edgeseg.parity.job import ParityFailure
+    from edgeseg.export_job import export_checkpoint  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.parity.job import ParityFailure  # lazy: keeps `edgeseg --help` fast
 
     names = [n for t in targets() for n in t.names()]
     if target not in names:
@@ -137,7 +137,7 @@ def export_cmd(
 
 
 def render_parity_failure(con, summary: dict[str, Any]) -> None:
-    from edgeseg.cli.parity import render_parity
+    from edgeseg.cli.parity import render_parity  # lazy: keeps `edgeseg --help` fast
 
     render_parity(con, summary)
     from rich.markup import escape
