@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeseg.models.layers import ConvBN
+from edgeseg.models.layers.drop_path import drop_path as make_drop_path
 from edgeseg.models.segformer_layouts import MMSEG, NVLABS_NORM_EPS, SegFormerSpec, infer_cfg, make_hf_layout
 from edgeseg.registry import register_model
 
@@ -40,21 +41,6 @@ def _to_image(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def _to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, H*W, C)."""
     return x.flatten(2).transpose(1, 2)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drops the residual branch per sample while training."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device) < keep
-        return x * mask / keep
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -124,7 +110,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = EfficientAttention(dim, heads, sr_ratio)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = make_drop_path(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MixFFN(dim, dim * mlp_ratio)
 
