@@ -43,7 +43,10 @@ class SegFormerSpec:
 
 
 def _mmseg_to_canonical(sd: dict) -> dict:
-    if "decode_head.linear_pred.weight" not in sd or "backbone.patch_embed1.proj.weight" not in sd:
+    # edgeseg deploy files of mmseg-trained models hold these backbone names with mmseg's head
+    # (`fusion_conv`); their cfg (head="mmseg") tells them apart.
+    head = "decode_head.linear_pred.weight" in sd or "decode_head.fusion_conv.conv.weight" in sd
+    if not head or "backbone.patch_embed1.proj.weight" not in sd:
         raise LayoutMismatch("not an NVlabs SegFormer state dict")
     return dict(sd)
 
