@@ -11,7 +11,7 @@ and the head's projection of that stage). `BoostFormer.reparameterize` calls
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -19,9 +19,6 @@ from torch import nn
 from edgeseg.models.boostformer_layouts import POOL_STAGES
 from edgeseg.models.layers.norm_fold import bn_after_affine, fold_affine_into_following
 from edgeseg.reparam.fusion import bn_scale_shift, conv_like
-
-if TYPE_CHECKING:
-    from edgeseg.models.boostformer import BoostFormer, PoolFormerLayer
 
 # A carried block-end BN is undone by dividing each Mix-CFN output by its scale; smaller
 # scales (a zero gamma, a pruned channel) would blow that up, so the BN is kept there.
@@ -41,8 +38,10 @@ def _carried_scale_ok(scale: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def _absorb_into_block(blk: PoolFormerLayer, a: torch.Tensor, b: torch.Tensor) -> None:
-    """Make `blk` run on u where its real input is a*u + b (per channel); its output is then
+def _absorb_into_block(blk: nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:
+    """`blk` is a stage 1-2 `PoolFormerLayer` of boostformer.py.
+
+    Make `blk` run on u where its real input is a*u + b (per channel); its output is then
     a*u' + b for the real output before norm_2. The token mixer needs nothing (mean pooling
     commutes with the affine, and x + ls1*(pool(x) - x) then does too); the Mix-CFN branch
     sees the affine through its input norm and is scaled by 1/a where it joins the stream."""
@@ -57,7 +56,7 @@ def _absorb_into_block(blk: PoolFormerLayer, a: torch.Tensor, b: torch.Tensor) -
 
 
 @torch.no_grad()
-def propagate_block_norms(model: BoostFormer, keep: Sequence[str] = ()) -> list[str]:
+def propagate_block_norms(model: nn.Module, keep: Sequence[str] = ()) -> list[str]:
     """Remove the BN ending each stage 1-2 block by carrying it forward as a per-channel affine.
 
     Exact: the next block absorbs it (`_absorb_into_block`) and its own BN composes with it; at
