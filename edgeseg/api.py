@@ -106,6 +106,11 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
         return Detection(entry, entry.layouts[0], found, (meta or {}).get("cfg", {}), raw.state_dict)
     if meta:
         return detect(raw.state_dict, arch=arch, fused=meta["fused"], cfg=meta["cfg"], canonical_only=True, input_size=meta["fixed_input_size"])
+    if raw.format == "timm-hub":
+        from edgeseg.checkpoint.timm_hub import TIMM_LAYOUT, hub_architecture, parse_timm_config
+
+        hub = parse_timm_config(raw.config, raw.path)
+        return detect(raw.state_dict, arch=arch or hub_architecture(hub, raw.path), layouts=(TIMM_LAYOUT,))
     return detect(raw.state_dict, arch=arch, hf_config=raw.config)
 
 
@@ -138,8 +143,36 @@ def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int,
         info.input_size = tuple(meta["input_size"])
     if input_size and _is_custom(det.entry.name):
         info.input_size = tuple(input_size)
+    if meta.get("preprocessing"):  # a deploy file keeps its own input size (set above)
+        _apply_preprocessing(info, meta["preprocessing"], size=False)
+    elif raw.format == "timm-hub":
+        _apply_preprocessing(info, _timm_hub_preprocessing(raw, det))
     model.edgeseg = info
     return model
+
+
+def _timm_hub_preprocessing(raw: RawCheckpoint, det: Detection) -> dict:
+    from edgeseg.checkpoint.timm_hub import parse_timm_config
+    from edgeseg.errors import CheckpointError
+
+    hub = parse_timm_config(raw.config, raw.path)
+    found = det.cfg.get("num_classes")
+    if hub.num_classes and found is not None and hub.num_classes != found:
+        raise CheckpointError(f"{raw.path}/config.json says num_classes={hub.num_classes} but the classifier has {found} outputs",
+                              "re-download the folder; config.json and the weights disagree")
+    return hub.preprocessing()
+
+
+def _apply_preprocessing(info: ModelInfo, prep: dict, size: bool = True) -> None:
+    """Preprocessing the checkpoint's own config defines (timm pretrained_cfg) replaces the
+    registry defaults, and is kept in `info.extra` so deploy files carry it on."""
+    if prep.get("mean"):
+        info.mean = tuple(float(v) for v in prep["mean"])
+    if prep.get("std"):
+        info.std = tuple(float(v) for v in prep["std"])
+    if size and prep.get("input_size") and not info.fixed_input_size:
+        info.input_size = tuple(int(v) for v in prep["input_size"])
+    info.extra["preprocessing"] = dict(prep)
 
 
 def load(path: str | Path, arch: str | None = None, *, input_size: tuple[int, int] | None = None):

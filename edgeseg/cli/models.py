@@ -69,6 +69,7 @@ def info_cmd(
         "fixed_input_size": list(info.fixed_input_size) if info.fixed_input_size else None,
         "params": count_params(model),
         "tensors": len(raw.state_dict),
+        "preprocessing": info.extra.get("preprocessing"),
         "sha256": raw.sha256,
     }
 
