@@ -18,7 +18,8 @@ from edgeseg.checkpoint.deploy import deploy_metadata, read_deploy_metadata
 from edgeseg.checkpoint.detect import Detection, _optional, build_structure, detect, diff_keys
 from edgeseg.checkpoint.layouts import KeyLayout
 from edgeseg.checkpoint.reader import RawCheckpoint, read_checkpoint
-from edgeseg.errors import DetectionError, EdgesegError, VerificationError
+from edgeseg.checkpoint.timm_hub import TIMM_LAYOUT, hub_architecture, parse_timm_config
+from edgeseg.errors import CheckpointError, DetectionError, EdgesegError, VerificationError
 from edgeseg.registry import ModelEntry, get_entry
 
 __all__ = ["ModelInfo", "ReparamResult", "create", "load", "load_raw", "reparameterize", "save_deploy", "resolve_custom"]
@@ -107,8 +108,6 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
     if meta:
         return detect(raw.state_dict, arch=arch, fused=meta["fused"], cfg=meta["cfg"], canonical_only=True, input_size=meta["fixed_input_size"])
     if raw.format == "timm-hub":
-        from edgeseg.checkpoint.timm_hub import TIMM_LAYOUT, hub_architecture, parse_timm_config
-
         hub = parse_timm_config(raw.config, raw.path)
         return detect(raw.state_dict, arch=arch or hub_architecture(hub, raw.path), layouts=(TIMM_LAYOUT,))
     return detect(raw.state_dict, arch=arch, hf_config=raw.config)
@@ -152,9 +151,6 @@ def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int,
 
 
 def _timm_hub_preprocessing(raw: RawCheckpoint, det: Detection) -> dict:
-    from edgeseg.checkpoint.timm_hub import parse_timm_config
-    from edgeseg.errors import CheckpointError
-
     hub = parse_timm_config(raw.config, raw.path)
     found = det.cfg.get("num_classes")
     if hub.num_classes and found is not None and hub.num_classes != found:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.checkpoint.timm_hub import is_timm_hub_config
 from edgeseg.errors import CheckpointError
 from edgeseg.hashing import artifact_sha256
 
@@ -140,8 +141,6 @@ def _read_hf_dir(path: Path) -> RawCheckpoint:
         else:
             part, _, _ = _unwrap(_torch_load(f), f)
         sd.update(part)
-    from edgeseg.checkpoint.timm_hub import is_timm_hub_config
-
     # A timm hub folder has the same files, but its config.json is timm's, not transformers'.
     fmt = "timm-hub" if is_timm_hub_config(config) else "hf-dir"
     return RawCheckpoint(path=path, format=fmt, state_dict=sd, config=config)
