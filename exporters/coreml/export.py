@@ -23,7 +23,8 @@ from edgeseg.errors import EdgesegError, VerificationError
 from edgeseg.exporters import ExportRequest, ExportResult
 from edgeseg.exporters.coreml.convert import convert, import_coremltools, quiet
 from edgeseg.exporters.coreml.preflight import fp16_preflight
-from edgeseg.exporters.coreml.spec import Expected, check, load_spec, summarize
+from edgeseg.exporters.coreml import spec  # by module: tests replace spec.check
+from edgeseg.exporters.coreml.spec import Expected, load_spec, summarize
 from edgeseg.exporters.wrap import check_postprocess, output_names
 from edgeseg.hashing import artifact_sha256
 
@@ -187,7 +188,7 @@ class CoreMLExporter:
                 _save_package(mlmodel, tmp)
                 summary = summarize(load_spec(tmp))
                 ct.models.MLModel(str(tmp), skip_model_load=True)  # the package opens as a whole
-            problems = check(summary, expected)
+            problems = spec.check(summary, expected)
             if problems:
                 raise VerificationError(f"the saved Core ML model is not what was asked: {'; '.join(problems)}",
                                         "report this with the architecture name and --debug output")
