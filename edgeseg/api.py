@@ -18,7 +18,7 @@ from edgeseg.checkpoint.detect import Detection, build_structure, detect
 from edgeseg.checkpoint.layouts import KeyLayout
 from edgeseg.checkpoint.reader import RawCheckpoint, read_checkpoint
 from edgeseg.errors import DetectionError, EdgesegError, VerificationError
-from edgeseg.registry import ModelEntry, get_entry
+from edgeseg.registry import ModelEntry, get_entry, resolve_arch
 
 __all__ = ["ModelInfo", "ReparamResult", "create", "load", "load_raw", "reparameterize", "save_deploy", "resolve_custom"]
 
@@ -85,16 +85,25 @@ def create(name: str, *, pretrained_like: int | None = None, **cfg: Any):
 
 
 def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int, int] | None = None) -> Detection:
-    meta = read_deploy_metadata(raw.metadata)
-    if meta and not arch:
-        arch = meta["arch"]
+    """Which architecture `raw` is. Only `arch` (the caller's own argument) may be a `module:factory`
+    spec, which imports and runs that module; the file's metadata may only name a registered model."""
+    from edgeseg.checkpoint.cfg_schema import validate_cfg
+
+    meta = read_deploy_metadata(raw.metadata, str(raw.path))
+    if meta and not _is_custom(arch):
+        meta_entry = get_entry(meta["arch"])  # unknown names are refused with suggestions
+        if arch and meta_entry not in resolve_arch(arch):
+            raise DetectionError(f"{raw.path} is a deploy file of {meta_entry.name}, not {arch}", "drop --arch or pass the right file")
+        arch = meta_entry.name
+        meta["cfg"] = validate_cfg(meta_entry.name, meta_entry.factory, meta["cfg"], str(raw.path))
     if _is_custom(arch):
         entry = resolve_custom(arch, input_size or (meta or {}).get("input_size"))
+        cfg = validate_cfg(arch, entry.factory, meta["cfg"], str(raw.path)) if meta else {}
         fused = meta["fused"] if meta else None
         candidates = (fused,) if fused is not None else (False, True)
         found = None
         for f in candidates:
-            model = build_structure(entry, (meta or {}).get("cfg", {}), f)
+            model = build_structure(entry, cfg, f)
             if set(model.state_dict()) == set(raw.state_dict):
                 found = f
                 break
@@ -104,7 +113,7 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
             model = build_structure(entry, {}, False)
             d = diff_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, raw.state_dict)
             raise DetectionError(f"checkpoint does not match {arch}: {d.describe()}", "check the factory or the checkpoint")
-        return Detection(entry, entry.layouts[0], found, (meta or {}).get("cfg", {}), raw.state_dict)
+        return Detection(entry, entry.layouts[0], found, cfg, raw.state_dict)
     if meta:
         return detect(raw.state_dict, arch=arch, fused=meta["fused"], cfg=meta["cfg"], canonical_only=True, input_size=meta["fixed_input_size"])
     return detect(raw.state_dict, arch=arch, hf_config=raw.config)
@@ -132,7 +141,7 @@ def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int,
         raise
     load_state_dict_strict(model, det.state_dict)
     model.eval()
-    meta = read_deploy_metadata(raw.metadata) or {}
+    meta = read_deploy_metadata(raw.metadata, str(raw.path)) or {}
     info = _info(det.entry, det.cfg, layout=meta.get("layout") or det.layout.name, fused=det.fused, source_path=str(raw.path), source_format=raw.format,
                  source_sha256=meta.get("source_sha256") or raw.sha256, fixed_input_size=det.input_size)
     if det.input_size:

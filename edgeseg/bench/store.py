@@ -8,6 +8,7 @@ write concurrently (SQLite serialises them; a busy timeout covers the waits).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -228,7 +229,7 @@ def compare_results(a: BenchResult, b: BenchResult) -> Comparison:
 
 def regression_gate(comparison: Comparison, max_slower_pct: float) -> None:
     """Raise RegressionError when the candidate is slower than the baseline by more than `max_slower_pct`%."""
-    if max_slower_pct < 0:
+    if not math.isfinite(max_slower_pct) or max_slower_pct < 0:
         raise EdgesegError(f"--fail-if-slower must be >= 0 (got {max_slower_pct})", "pass a percentage, e.g. 5")
     c = comparison
     if c.change_pct > max_slower_pct:

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, console, emit, parse_size
+from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, MAX_BATCH, MAX_ITERATIONS, MAX_SEED, MAX_THREADS, RUN_ID_MAX, console, emit, number_option, parse_size
 
 DB_OPTION = typer.Option(None, "--db", help="Results database (default: $EDGESEG_DB or the user data dir).")
 
@@ -80,27 +80,27 @@ def bench_cmd(
     host: Optional[str] = typer.Option(None, "--host", help="user@address[:port] of the device (or of the Mac for iPhones)."),
     identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="SSH private key."),
     known_hosts: Optional[Path] = typer.Option(None, "--known-hosts", help="known_hosts file to verify the device (default ~/.ssh/known_hosts)."),
-    port: Optional[int] = typer.Option(None, "--port", help="SSH port (or give it in --host)."),
+    port: Optional[int] = number_option(None, "--port", lo=1, hi=65535, help="SSH port (or give it in --host)."),
     predict: bool = typer.Option(False, "--predict", help="Estimate with the latency model instead of measuring."),
     warmup: str = typer.Option("10", "--warmup", help="Warm-up: a count (10) or a duration (2s, 500ms)."),
-    iterations: int = typer.Option(50, "--iterations", "-n", min=1, help="Timed iterations."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: the profile's / all)."),
+    iterations: int = number_option(50, "--iterations", "-n", lo=1, hi=MAX_ITERATIONS, help="Timed iterations."),
+    threads: Optional[int] = number_option(None, "--threads", lo=1, hi=MAX_THREADS, help="CPU threads (default: the profile's / all)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the profile's)."),
     input_size: Optional[str] = INPUT_SIZE_OPTION,
-    batch: int = typer.Option(1, "--batch", min=1),
+    batch: int = number_option(1, "--batch", lo=1, hi=MAX_BATCH),
     backend: Optional[List[str]] = typer.Option(None, "--backend", help="Local backends: pytorch-unfused, pytorch, onnxruntime (repeatable)."),
     with_preprocessing: bool = typer.Option(False, "--with-preprocessing", help="Time uint8 image -> normalised tensor too (PyTorch runs)."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Compare the device's output with PyTorch on the same input."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Longest remote build/run step, seconds (default: the profile's)."),
+    timeout: Optional[float] = number_option(None, "--timeout", lo=0.001, hi=7 * 86400, help="Longest remote build/run step, seconds (default: the profile's)."),
     remote_workdir: Optional[str] = typer.Option(None, "--remote-workdir", help="Where the remote temp dir goes (default: the profile's)."),
     coreml_target: str = typer.Option("mac", "--coreml-target", help="Core ML on the Mac itself (mac) or an iPhone attached to it (iphone)."),
     arch: Optional[str] = ARCH_OPTION,
     matrix: Optional[Path] = typer.Option(None, "--matrix", help="Sweep file: models x sizes x devices (YAML/JSON)."),
     db: Optional[Path] = DB_OPTION,
     no_store: bool = typer.Option(False, "--no-store", help="Do not record the runs."),
-    baseline: Optional[int] = typer.Option(None, "--baseline", help="Run id to compare with (see `edgeseg results list`)."),
-    fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", help="Exit 3 if slower than --baseline by more than PCT %."),
-    seed: int = typer.Option(0, "--seed"),
+    baseline: Optional[int] = number_option(None, "--baseline", lo=1, hi=RUN_ID_MAX, help="Run id to compare with (see `edgeseg results list`)."),
+    fail_if_slower: Optional[float] = number_option(None, "--fail-if-slower", lo=0, hi=1e6, help="Exit 3 if slower than --baseline by more than PCT %."),
+    seed: int = number_option(0, "--seed", lo=0, hi=MAX_SEED),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure latency (min/median/mean/p90/p99/max/std, load and first inference) and store it."""

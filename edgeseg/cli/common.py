@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, Callable
 
@@ -14,6 +15,56 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON in
 ARCH_OPTION = typer.Option(None, "--arch", help="Architecture (e.g. fastvit_t8), family, or module:factory; detected when omitted.")
 INPUT_SIZE_OPTION = typer.Option(None, "--input-size", help="Input size HxW (or one number for square); default from the model.")
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing output.")
+
+
+RUN_ID_MAX = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY range
+MAX_ITERATIONS = 10_000_000
+MAX_THREADS = 4096
+MAX_BATCH = 4096
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+def check_number(value: float | int, name: str, lo: float | None = None, hi: float | None = None) -> float | int:
+    """The one range check for numbers from the command line: finite and within [lo, hi].
+
+    NaN compares false with everything, so without this a NaN threshold would silently pass
+    every gate; inf would make a limit meaningless.
+    """
+    import typer
+
+    ok = math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        if lo is not None and hi is not None:
+            allowed = f"from {lo:g} to {hi:g}"
+        elif lo is not None:
+            allowed = f">= {lo:g}"
+        elif hi is not None:
+            allowed = f"<= {hi:g}"
+        else:
+            allowed = "finite"
+        raise typer.BadParameter(f"must be a finite number {allowed}, got {value}" if allowed != "finite"
+                                 else f"must be a finite number, got {value}", param_hint=f"'{name}'")
+    return value
+
+
+def number_option(default: Any, *decls: str, lo: float | None = None, hi: float | None = None, **kw: Any):
+    """A typer.Option for a number, validated by check_number at parse time."""
+    import typer
+
+    def callback(value):
+        if value is None:
+            return value
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            check_number(v, decls[0], lo, hi)
+        return value
+
+    return typer.Option(default, *decls, callback=callback, **kw)
+
+
+def number_argument(default: Any, name: str, lo: float | None = None, hi: float | None = None, **kw: Any):
+    import typer
+
+    return typer.Argument(default, callback=lambda v: v if v is None else check_number(v, name, lo, hi), **kw)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:

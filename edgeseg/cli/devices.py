@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import JSON_OPTION, emit
+from edgeseg.cli.common import JSON_OPTION, MAX_THREADS, emit, number_option
 
 devices_app = typer.Typer(help="Device profiles: list, show, validate a new one, calibrate the host.", no_args_is_help=False)
 app.add_typer(devices_app, name="devices")
@@ -88,7 +88,7 @@ def devices_validate(path: Path = typer.Argument(..., exists=True, dir_okay=Fals
 
 @devices_app.command("calibrate")
 def devices_calibrate(name: str = typer.Argument("host-cpu", help="Only host-cpu is measured here."),
-                      threads: Optional[int] = typer.Option(None, "--threads", min=1),
+                      threads: Optional[int] = number_option(None, "--threads", lo=1, hi=MAX_THREADS),
                       as_json: bool = JSON_OPTION) -> None:
     """Measure this machine's ceilings (GEMM GFLOP/s, copy GB/s, per-layer overhead) for the latency model."""
     from edgeseg.bench.calibrate import calibrate_host

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, OVERWRITE_OPTION, console, emit, parse_size
+from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, MAX_BATCH, MAX_SEED, OVERWRITE_OPTION, console, emit, number_option, parse_size
 from edgeseg.errors import EdgesegError
 
 TARGETS = ("onnx", "coreml", "trt")
@@ -64,24 +64,24 @@ def export_cmd(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Artifact path; default beside CKPT."),
     arch: Optional[str] = ARCH_OPTION,
     input_size: Optional[str] = INPUT_SIZE_OPTION,
-    batch: int = typer.Option(1, "--batch", min=1, help="Batch size baked into the graph (the dynamic one's example)."),
+    batch: int = number_option(1, "--batch", lo=1, hi=MAX_BATCH, help="Batch size baked into the graph (the dynamic one's example)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch and spatial axes where the architecture allows."),
     dynamic_axes: Optional[str] = typer.Option(None, "--dynamic-axes", help="With --dynamic: a subset of batch,height,width."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17, capped by --device)."),
+    opset: Optional[int] = number_option(None, "--opset", lo=7, hi=30, help="ONNX opset (default 17, capped by --device)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default fp32, or the device's)."),
     device: Optional[str] = typer.Option(None, "--device", help="Device profile: opset cap, precision, shapes (see `edgeseg devices`)."),
     postprocess: str = typer.Option("none", "--postprocess", help="Segmentation: none (native logits), upsample, argmax."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (default on)."),
     keep_fp32: Optional[str] = typer.Option(None, "--keep-fp32", help="fp16: ONNX op types to compute in fp32, e.g. Softmax,ReduceMean."),
     image_input: bool = typer.Option(False, "--image-input", help="Core ML: take an image input (scale/bias inside the model)."),
-    workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="TensorRT: builder workspace in MiB."),
+    workspace: Optional[int] = number_option(None, "--workspace", lo=1, hi=1 << 20, help="TensorRT: builder workspace in MiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT: timing cache file (read and updated)."),
     calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="TensorRT int8: directory of calibration images."),
     host: Optional[str] = typer.Option(None, "--host", help="TensorRT: build the engine on user@addr over SSH."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Check the artifact against PyTorch (default on)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Parity: a directory of your own images."),
-    samples: int = typer.Option(1, "--samples", min=0, help="Parity: random-input batches besides the images."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the gates' random inputs (default: fresh, recorded)."),
+    samples: int = number_option(1, "--samples", lo=0, hi=10000, help="Parity: random-input batches besides the images."),
+    seed: Optional[int] = number_option(None, "--seed", lo=0, hi=MAX_SEED, help="Seed of the gates' random inputs (default: fresh, recorded)."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

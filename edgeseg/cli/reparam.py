@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, OVERWRITE_OPTION, emit, fmt_count, parse_size
+from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, MAX_ITERATIONS, OVERWRITE_OPTION, emit, fmt_count, number_option, parse_size
 
 
 def render_reparam(con, s: dict) -> None:
@@ -44,7 +44,7 @@ def reparam_cmd(
     arch: Optional[str] = ARCH_OPTION,
     input_size: Optional[str] = INPUT_SIZE_OPTION,
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check fused == unfused on random inputs (default on)."),
-    iterations: int = typer.Option(10, "--latency-iterations", min=0, help="Host latency iterations before/after (0 skips)."),
+    iterations: int = number_option(10, "--latency-iterations", lo=0, hi=MAX_ITERATIONS, help="Host latency iterations before/after (0 skips)."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

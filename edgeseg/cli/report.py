@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import JSON_OPTION, OVERWRITE_OPTION, emit
+from edgeseg.cli.common import JSON_OPTION, OVERWRITE_OPTION, emit, number_option
 
 
 def _ids(text: str | None) -> list[int] | None:
@@ -39,7 +39,7 @@ def report_cmd(
     device: Optional[str] = typer.Option(None, "--device"),
     backend: Optional[str] = typer.Option(None, "--backend"),
     ids: Optional[str] = typer.Option(None, "--ids", help="Run ids, e.g. 3,5,7-12 (default: the latest --last runs)."),
-    last: int = typer.Option(200, "--last", min=1, help="How many recent runs when no --ids."),
+    last: int = number_option(200, "--last", lo=1, hi=1_000_000, help="How many recent runs when no --ids."),
     title: str = typer.Option("edgeseg latency report", "--title"),
     db: Optional[Path] = typer.Option(None, "--db", help="Results database (default: $EDGESEG_DB or the user data dir)."),
     overwrite: bool = OVERWRITE_OPTION,

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import JSON_OPTION, emit
+from edgeseg.cli.common import JSON_OPTION, RUN_ID_MAX, emit, number_argument, number_option
 
 results_app = typer.Typer(help="Stored benchmark runs: list, show, compare (with a regression gate).", no_args_is_help=True)
 app.add_typer(results_app, name="results")
@@ -27,7 +27,7 @@ def results_list(
     model: Optional[str] = typer.Option(None, "--model"),
     device: Optional[str] = typer.Option(None, "--device"),
     backend: Optional[str] = typer.Option(None, "--backend"),
-    limit: int = typer.Option(30, "--limit", min=1),
+    limit: int = number_option(30, "--limit", lo=1, hi=1_000_000),
     db: Optional[Path] = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -41,7 +41,7 @@ def results_list(
 
 
 @results_app.command("show")
-def results_show(run_id: int = typer.Argument(...), times: bool = typer.Option(False, "--times", help="Print every raw time."),
+def results_show(run_id: int = number_argument(..., "RUN_ID", lo=1, hi=RUN_ID_MAX), times: bool = typer.Option(False, "--times", help="Print every raw time."),
                  db: Optional[Path] = DB_OPTION, as_json: bool = JSON_OPTION) -> None:
     """One run in full: settings, environment, statistics, raw per-iteration times."""
     store = _store(db)
@@ -72,9 +72,9 @@ def results_show(run_id: int = typer.Argument(...), times: bool = typer.Option(F
 
 @results_app.command("compare")
 def results_compare(
-    baseline: int = typer.Argument(..., help="Baseline run id (A)."),
-    candidate: int = typer.Argument(..., help="Candidate run id (B)."),
-    fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", help="Exit 3 when B's median is slower than A's by more than PCT %."),
+    baseline: int = number_argument(..., "BASELINE", lo=1, hi=RUN_ID_MAX, help="Baseline run id (A)."),
+    candidate: int = number_argument(..., "CANDIDATE", lo=1, hi=RUN_ID_MAX, help="Candidate run id (B)."),
+    fail_if_slower: Optional[float] = number_option(None, "--fail-if-slower", lo=0, hi=1e6, help="Exit 3 when B's median is slower than A's by more than PCT %."),
     db: Optional[Path] = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
