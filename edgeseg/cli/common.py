@@ -18,7 +18,7 @@ OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing 
 
 
 RUN_ID_MAX = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY range
-MAX_ITERATIONS = 10_000_000
+MAX_ITERATIONS = 10**9
 MAX_THREADS = 4096
 MAX_BATCH = 4096
 MAX_SEED = 2**32 - 1  # numpy's seed range
@@ -34,12 +34,13 @@ def check_number(value: float | int, name: str, lo: float | None = None, hi: flo
 
     ok = math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
     if not ok:
+        fmt = lambda x: str(int(x)) if float(x).is_integer() else f"{x:g}"  # noqa: E731
         if lo is not None and hi is not None:
-            allowed = f"from {lo:g} to {hi:g}"
+            allowed = f"from {fmt(lo)} to {fmt(hi)}"
         elif lo is not None:
-            allowed = f">= {lo:g}"
+            allowed = f">= {fmt(lo)}"
         elif hi is not None:
-            allowed = f"<= {hi:g}"
+            allowed = f"<= {fmt(hi)}"
         else:
             allowed = "finite"
         raise typer.BadParameter(f"must be a finite number {allowed}, got {value}" if allowed != "finite"
