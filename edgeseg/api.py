@@ -184,6 +184,19 @@ def verification_sizes(info: ModelInfo, input_size: tuple[int, int] | None = Non
     return [main, other]
 
 
+def check_finite_weights(model) -> None:
+    """Refuse NaN/Inf parameters and buffers by name: fused outputs would be NaN too, and the
+    equivalence gate would then blame the fusion for what the checkpoint holds."""
+    import torch
+
+    bad = [k for k, v in model.state_dict().items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        source = getattr(getattr(model, "edgeseg", None), "source_path", None) or "the model"
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise EdgesegError(f"{source} holds NaN/Inf values in {len(bad)} tensor(s): {shown}",
+                           "the checkpoint is damaged or diverged in training; use a healthy checkpoint")
+
+
 def reparameterize(model, *, verify: bool = True, input_size: tuple[int, int] | None = None, inplace: bool = False,
                    tolerance: float | None = None, seed: int | None = None, sizes: list[tuple[int, int]] | None = None):
     """Fuse every reparameterizable block; with `verify`, prove fused == unfused or raise.
@@ -194,6 +207,7 @@ def reparameterize(model, *, verify: bool = True, input_size: tuple[int, int] | 
     from edgeseg.reparam.walker import reparameterize_model
 
     info: ModelInfo | None = getattr(model, "edgeseg", None)
+    check_finite_weights(model)
     fused = model if inplace else copy.deepcopy(model)
     reference = copy.deepcopy(model) if (verify and inplace) else model
     size = tuple(input_size or (info.fixed_input_size or info.input_size if info else (224, 224)))

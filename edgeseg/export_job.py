@@ -71,10 +71,6 @@ def _publish(staged: Path, final: Path, overwrite: bool) -> None:
 
     with atomic_output(final, overwrite=overwrite, directory=staged.is_dir()) as tmp:
         os.replace(staged, tmp)
-        if tmp.is_file():  # temp files are created private; the artifact gets the usual umask mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
 
 
 def _write_json(data: dict, path: Path) -> None:
@@ -136,7 +132,9 @@ def export_checkpoint(
     final = Path(out) if out else default_output(ckpt_path, info.arch, target, prec)
     if final.suffix != exporter.suffix:
         raise EdgesegError(f"output {final} does not end in {exporter.suffix}, which --target {target} writes", f"use -o NAME{exporter.suffix}")
-    check_output_path(final, overwrite)  # fail before the expensive part
+    check_output_path(final, overwrite, directory=exporter.suffix == ".mlpackage")  # fail before the expensive part
+    final_manifest = final.with_name(final.name + ".manifest.json")
+    check_output_path(final_manifest, True)  # the sidecar is edgeseg's own file; never a directory in its place
     from edgeseg.exporters.onnx_wrap import check_postprocess
 
     check_postprocess(info.task, postprocess)
@@ -210,7 +208,6 @@ def export_checkpoint(
         mpath = stage / (final.name + ".manifest.json")
         _write_json(manifest, mpath)
         _publish(result.path, final, overwrite)
-        final_manifest = final.with_name(final.name + ".manifest.json")
         _publish(mpath, final_manifest, True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -77,11 +77,24 @@ def read_deploy_metadata(metadata: dict[str, str], source: str = "checkpoint") -
     }
 
 
+def check_deploy_path(path: str | Path) -> Path:
+    """Deploy files are safetensors (no pickle, metadata for reloading): refuse other suffixes up front."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        from edgeseg.errors import OutputError
+
+        raise OutputError(f"deploy files are .safetensors; {path.name} ends in {path.suffix or 'no suffix'}",
+                          f"use -o {path.with_suffix('.safetensors').name}")
+    return path
+
+
 def save_deploy(model: Any, path: str | Path, *, overwrite: bool = False, **extra: Any) -> Path:
     """Write `model` (loaded or built by edgeseg) and check it loads back before renaming."""
     from safetensors.torch import save_file
 
     from edgeseg.api import load
+
+    check_deploy_path(path)
 
     info = model.edgeseg
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}

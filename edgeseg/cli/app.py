@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, EdgesegError):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
+        if isinstance(exc, OSError) and exc.strerror:
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"error: {where}{exc.strerror} (check the path and the filesystem; --debug shows where)", file=sys.stderr)
+            sys.exit(1)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)

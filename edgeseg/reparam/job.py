@@ -28,10 +28,11 @@ def reparam_checkpoint(
     from edgeseg.api import load, reparameterize
     from edgeseg.atomic import check_output_path
     from edgeseg.bench.timing import time_torch_model
-    from edgeseg.checkpoint.deploy import save_deploy
+    from edgeseg.checkpoint.deploy import check_deploy_path, save_deploy
 
     ckpt = Path(ckpt)
     out = Path(out) if out else default_deploy_path(ckpt)
+    check_deploy_path(out)
     check_output_path(out, overwrite)  # fail before the expensive part
     model = model if model is not None else load(ckpt, arch, input_size=input_size)
     info = model.edgeseg

@@ -83,7 +83,7 @@ def test_user_module_factory_is_still_allowed(tmp_path, monkeypatch):
 
 def _hf_dir(tmp_path):
     d = tmp_path / "hf"
-    make_checkpoint("segformer_b0", d, layout="hf", seed=2)
+    make_checkpoint("segformer_b0", d, layout="huggingface", seed=2)
     return d
 
 
