@@ -116,6 +116,8 @@ def bench_cmd(
     from edgeseg.bench.store import ResultStore
 
     store = None if no_store else ResultStore(db)
+    if store is not None:
+        store.check()  # a damaged database is reported before measuring, not found after
     if matrix is not None:
         _matrix(matrix, options, store, as_json)
         return
@@ -131,6 +133,9 @@ def bench_cmd(
                                      predict=predict, arch=arch, store=store if store is not None else False,
                                      progress=lambda m: status.update(m), **options)
     data = outcome.as_dict()
+    if outcome.store_error:  # show the numbers first, then say where they are kept
+        emit(data, as_json, lambda con: render_results(con, outcome.results, outcome.notes))
+        raise_unsaved(outcome.store_error, [outcome.fallback])
     gate = None
     if baseline is not None and store is not None:
         from edgeseg.bench.store import RegressionError
@@ -155,6 +160,14 @@ def bench_cmd(
         r = outcome.parity_failed[0]
         raise VerificationError(f"{r.backend} output on {r.device} differs from {r.parity.get('reference')}: {r.parity.get('summary')}",
                                 "check the export constraints for this device, or rerun with --no-parity to time only")
+
+
+def raise_unsaved(problem: str, fallbacks: list) -> None:
+    from edgeseg.errors import EdgesegError
+
+    files = " ".join(str(f) for f in fallbacks if f)
+    raise EdgesegError(f"the runs were measured but not stored: {problem}; they are kept in {files}",
+                       f"once the database is fixed (or with another --db), run `edgeseg results import {files}`")
 
 
 def _matrix(path: Path, options: dict, store, as_json: bool) -> None:
@@ -193,6 +206,9 @@ def _matrix(path: Path, options: dict, store, as_json: bool) -> None:
                 con.print(f"[red]failed[/] {o.job.model} on {o.job.device.key}: {o.error}")
 
     emit(data, as_json, render)
+    unsaved = [o for o in outcomes if getattr(o, "store_error", None)]
+    if unsaved:
+        raise_unsaved(unsaved[0].store_error, [o.fallback for o in unsaved])
     if data["failed"]:
         from edgeseg.errors import EdgesegError
 

@@ -19,7 +19,23 @@ DB_OPTION = typer.Option(None, "--db", help="Results database (default: $EDGESEG
 def _store(db: Path | None):
     from edgeseg.bench.store import ResultStore
 
-    return ResultStore(db)
+    store = ResultStore(db)
+    store.check()  # a damaged file must not read as an empty or partial history
+    return store
+
+
+@results_app.command("import")
+def results_import(
+    files: list[Path] = typer.Argument(..., help="Fallback files written by `edgeseg bench` when the database failed."),
+    db: Optional[Path] = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Add runs kept in fallback files to the database (then the files can be deleted)."""
+    store = _store(db)
+    added = {str(f): store.import_file(f) for f in files}
+    emit({"db": str(store.path), "imported": added}, as_json,
+         lambda con: [con.print(f"added {len(ids)} run(s) from {f} to {store.path} (ids {', '.join(map(str, ids))})")
+                      for f, ids in added.items()])
 
 
 @results_app.command("list")
