@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from typing import Any, Callable
 
@@ -80,7 +81,36 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         dims = dims * 2
     if len(dims) != 2 or min(dims) <= 0:
         raise EdgesegError(f"invalid input size {text!r}", "use HxW, e.g. 256x256, or one number")
+    check_input_size(dims[0], dims[1])
     return dims[0], dims[1]
+
+
+MAX_SIDE = 16384
+# A lower bound on the peak activation memory per input pixel of any model edgeseg runs: the
+# fp32 input (12 B) plus the first feature maps (16-64 channels at 1/2 resolution). Real models
+# need more, so a size refused here could never have run.
+MIN_BYTES_PER_PIXEL = 64
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_input_size(h: int, w: int, name: str = "--input-size") -> None:
+    """Refuse sizes that cannot fit in memory before anything is allocated."""
+    import typer
+
+    if max(h, w) > MAX_SIDE:
+        raise typer.BadParameter(f"{h}x{w} is larger than {MAX_SIDE} per side, more than any model here can use in memory",
+                                 param_hint=f"'{name}'")
+    mem = physical_memory()
+    need = h * w * MIN_BYTES_PER_PIXEL
+    if mem and need > mem:
+        raise typer.BadParameter(f"{h}x{w} needs at least {need / 2**30:.0f} GiB of activation memory, more than this machine's "
+                                 f"{mem / 2**30:.0f} GiB; pick a smaller size", param_hint=f"'{name}'")
 
 
 def console(stderr: bool = False):
