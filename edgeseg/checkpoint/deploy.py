@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeseg.atomic import atomic_output
 from edgeseg.errors import CheckpointError
 
 META_PREFIX = "edgeseg."
@@ -86,19 +85,3 @@ def check_deploy_path(path: str | Path) -> Path:
         raise OutputError(f"deploy files are .safetensors; {path.name} ends in {path.suffix or 'no suffix'}",
                           f"use -o {path.with_suffix('.safetensors').name}")
     return path
-
-
-def save_deploy(model: Any, path: str | Path, *, overwrite: bool = False, **extra: Any) -> Path:
-    """Write `model` (loaded or built by edgeseg) and check it loads back before renaming."""
-    from safetensors.torch import save_file
-
-    from edgeseg.api import load
-
-    check_deploy_path(path)
-
-    info = model.edgeseg
-    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        save_file(sd, str(tmp), metadata=deploy_metadata(info, **extra))
-        load(tmp)  # strict reload: the file must describe itself completely
-    return Path(path)

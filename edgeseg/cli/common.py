@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from typing import Any, Callable
 
 import typer
 
-from edgeseg.errors import EdgesegError
+from edgeseg.sizes import parse_size  # noqa: F401  (the CLI modules take it from here)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
 ARCH_OPTION = typer.Option(None, "--arch", help="Architecture (e.g. fastvit_t8), family, or module:factory; detected when omitted.")
@@ -67,50 +66,6 @@ def number_argument(default: Any, name: str, lo: float | None = None, hi: float 
     import typer
 
     return typer.Argument(default, callback=lambda v: v if v is None else check_number(v, name, lo, hi), **kw)
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        dims = [int(p) for p in parts if p.strip()]
-    except ValueError:
-        dims = []
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2 or min(dims) <= 0:
-        raise EdgesegError(f"invalid input size {text!r}", "use HxW, e.g. 256x256, or one number")
-    check_input_size(dims[0], dims[1])
-    return dims[0], dims[1]
-
-
-MAX_SIDE = 16384
-# A lower bound on the peak activation memory per input pixel of any model edgeseg runs: the
-# fp32 input (12 B) plus the first feature maps (16-64 channels at 1/2 resolution). Real models
-# need more, so a size refused here could never have run.
-MIN_BYTES_PER_PIXEL = 64
-
-
-def physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_input_size(h: int, w: int, name: str = "--input-size") -> None:
-    """Refuse sizes that cannot fit in memory before anything is allocated."""
-    import typer
-
-    if max(h, w) > MAX_SIDE:
-        raise typer.BadParameter(f"{h}x{w} is larger than {MAX_SIDE} per side, more than any model here can use in memory",
-                                 param_hint=f"'{name}'")
-    mem = physical_memory()
-    need = h * w * MIN_BYTES_PER_PIXEL
-    if mem and need > mem:
-        raise typer.BadParameter(f"{h}x{w} needs at least {need / 2**30:.0f} GiB of activation memory, more than this machine's "
-                                 f"{mem / 2**30:.0f} GiB; pick a smaller size", param_hint=f"'{name}'")
 
 
 def console(stderr: bool = False):
