@@ -28,6 +28,7 @@ class Subject:
     arch: str | None = None
     notes: list[str] = field(default_factory=list)
     _fused: Any = None
+    arch_from_user: bool = False  # else it came from a manifest or ONNX metadata: untrusted
 
     @property
     def info(self):
@@ -87,6 +88,18 @@ class Subject:
         from edgeseg.api import create
 
         cfg = self.manifest.get("cfg") or {}
+        if not self.arch_from_user:
+            # a manifest is a file: it may select a registered model and its declared fields, never code
+            from edgeseg.checkpoint.cfg_schema import validate_cfg
+            from edgeseg.errors import CheckpointError
+            from edgeseg.registry import get_entry
+
+            if not isinstance(self.arch, str) or ":" in self.arch:
+                raise CheckpointError(f"the manifest of {self.path} names code to import as its architecture ({self.arch!r}); "
+                                      "edgeseg never imports code a file names",
+                                      "if you trust that module, pass --arch module:factory yourself")
+            entry = get_entry(self.arch)
+            cfg = validate_cfg(entry.name, entry.factory, cfg, f"manifest of {self.path}")
         try:
             self.model = create(self.arch, **cfg)
         except TypeError:
@@ -115,8 +128,8 @@ def resolve_subject(target: str | Path, arch: str | None = None, seed: int = 0, 
                 if len(dims) == 4 and dims[2] and dims[3]:
                     manifest["input_size"] = [dims[2], dims[3]]
         name = arch or manifest.get("arch") or p.name.split(".")[0]
-        return Subject(kind=kind, name=name, path=p, sha256=artifact_sha256(p), manifest=manifest,
-                       arch=arch or manifest.get("arch"))
+        return Subject(kind=kind, name=str(name), path=p, sha256=artifact_sha256(p), manifest=manifest,
+                       arch=arch or manifest.get("arch"), arch_from_user=bool(arch))
     if p.exists():
         from edgeseg.api import load
 

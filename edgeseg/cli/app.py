@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import typer
@@ -30,6 +31,12 @@ def _click_exceptions():
 
 
 def _interrupted() -> None:
+    import signal
+
+    # a second Ctrl-C (or a pending one) must not turn the clean exit into a KeyboardInterrupt
+    # escaping after the handler is restored (the process would then die by SIGINT, not exit 130)
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     print("interrupted", file=sys.stderr)
     sys.exit(130)
 
@@ -96,5 +103,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)
     finally:
-        if previous is not None:
+        if previous is not None and not hits:
             signal.signal(signal.SIGINT, previous)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from edgeseg.bench.result import BenchResult
-from edgeseg.bench.stats import LatencyStats
+from edgeseg.stats import LatencyStats
 from edgeseg.bench.store import ResultStore
 from edgeseg.testing import make_checkpoint, run_cli
 

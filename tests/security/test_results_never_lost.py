@@ -9,7 +9,7 @@ import pytest
 
 from edgeseg.bench import store as store_mod
 from edgeseg.bench.result import BenchResult
-from edgeseg.bench.stats import LatencyStats
+from edgeseg.stats import LatencyStats
 from edgeseg.bench.store import ResultStore
 from edgeseg.testing import run_cli
 

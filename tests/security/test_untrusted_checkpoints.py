@@ -156,3 +156,21 @@ def test_nan_weights_named_before_fusion(tmp_path, capsys):
     code, out, err = run_cli(["reparam", str(p), "-o", str(tmp_path / "o.safetensors"), "--latency-iterations", "0"], capsys)
     assert code == 1
     assert "NaN" in err and key in err and inf_key in err and "fused model differs" not in err, err
+
+
+def test_manifest_cannot_name_code_to_run(tmp_path, capsys):
+    """The same attack through an artifact's manifest: `bench --predict` rebuilds the model from it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])])
+    art = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(art))
+    marker = tmp_path / "PWNED"
+    (tmp_path / "m.onnx.manifest.json").write_text(json.dumps(
+        {"arch": "os:system", "cfg": {"command": f"touch {marker}"}, "input_size": [32, 32]}))
+    code, out, err = run_cli(["bench", str(art), "--device", "raspberry-pi-4", "--predict", "--no-store"], capsys)
+    assert not marker.exists()
+    assert code == 1 and "names code to import" in err, err
