@@ -55,7 +55,20 @@ def register_exporter(name: str) -> Callable:
     return deco
 
 
+# other names users give a target (the engine suffix, the runtime's full name)
+TARGET_ALIASES = {"tensorrt": "trt", "engine": "trt", "mlpackage": "coreml", "mlprogram": "coreml"}
+
+
+def canonical_target(name: str) -> str:
+    key = name.strip().lower()
+    key = TARGET_ALIASES.get(key, key)
+    if key not in _MODULES:
+        raise EdgesegError(f"unknown export target {name!r}", f"choose one of: {', '.join(_MODULES)} (or tensorrt, engine)")
+    return key
+
+
 def get_exporter(name: str) -> Exporter:
+    name = TARGET_ALIASES.get(name, name)
     if name not in _EXPORTERS and name in _MODULES:
         importlib.import_module(_MODULES[name])
     if name not in _EXPORTERS:

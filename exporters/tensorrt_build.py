@@ -18,7 +18,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.exporters.trt_manifest import Platform, check_platform_supported
 from edgeseg.parity.backends import BackendUnavailable
 
-INSTALL_HINT = ("install TensorRT 8.5-10.x with its Python bindings for this GPU (pip install tensorrt cuda-python), "
+INSTALL_HINT = ("on a machine with an NVIDIA GPU: pip install -c constraints.txt -e \".[trt]\" (TensorRT + pycuda, as the README says), "
                 "or build on the device: --device PROFILE --host user@device")
 
 

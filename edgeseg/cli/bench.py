@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, console, emit, parse_size
+from edgeseg.cli.common import (ARCH_OPTION, HOST_OPTION, IDENTITY_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, KNOWN_HOSTS_OPTION,
+                                PORT_OPTION, console, emit, parse_size)
 
 DB_OPTION = typer.Option(None, "--db", help="Results database (default: $EDGESEG_DB or the user data dir).")
 
@@ -77,10 +78,10 @@ def _gate(results: list, store, baseline: int, pct: float) -> dict:
 def bench_cmd(
     target: Optional[str] = typer.Argument(None, help="Artifact (.onnx, .mlpackage), checkpoint, or registered model name."),
     device: str = typer.Option("host-cpu", "--device", "-d", help="Device profile (`edgeseg devices`)."),
-    host: Optional[str] = typer.Option(None, "--host", help="user@address[:port] of the device (or of the Mac for iPhones)."),
-    identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="SSH private key."),
-    known_hosts: Optional[Path] = typer.Option(None, "--known-hosts", help="known_hosts file to verify the device (default ~/.ssh/known_hosts)."),
-    port: Optional[int] = typer.Option(None, "--port", help="SSH port (or give it in --host)."),
+    host: Optional[str] = HOST_OPTION,
+    identity: Optional[Path] = IDENTITY_OPTION,
+    known_hosts: Optional[Path] = KNOWN_HOSTS_OPTION,
+    port: Optional[int] = PORT_OPTION,
     predict: bool = typer.Option(False, "--predict", help="Estimate with the latency model instead of measuring."),
     warmup: str = typer.Option("10", "--warmup", help="Warm-up: a count (10) or a duration (2s, 500ms)."),
     iterations: int = typer.Option(50, "--iterations", "-n", min=1, help="Timed iterations."),

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, OVERWRITE_OPTION, console, emit, parse_size
-from edgeseg.errors import EdgesegError
+from edgeseg.cli.common import (ARCH_OPTION, HOST_OPTION, IDENTITY_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, KNOWN_HOSTS_OPTION,
+                                OVERWRITE_OPTION, PORT_OPTION, SAMPLES_OPTION, console, emit, parse_size)
+from edgeseg.errors import EdgesegError, VerificationError
 
-TARGETS = ("onnx", "coreml", "trt")
 
 
 def render_export(con, s: dict[str, Any]) -> None:
@@ -57,40 +57,73 @@ def render_export(con, s: dict[str, Any]) -> None:
     con.print(f"wrote {escape(s['output'])} (sha256 {s['sha256'][:16]}...) and {escape(s['manifest_path'])}")
 
 
-@app.command("export")
+EXAMPLES = """
+[bold]Examples[/]
+
+  edgeseg export fastvit_sa12.pth                                   # fastvit_sa12.onnx.fp32.onnx (+ .manifest.json)
+  edgeseg export fastvit_sa12.pth --device iphone-12-pro            # Core ML, fp16, iOS16: fastvit_sa12.iphone-12-pro.fp16.mlpackage
+  edgeseg export fastvit_sa12.pth --device jetson-nano --host nano@10.0.0.9   # engine built on the Jetson
+  edgeseg export fastvit_sa12.pth --device raspberry-pi-5 --device jetson-nano --target onnx   # one ONNX per device
+  edgeseg export segformer_b0.pth --postprocess argmax --labels classes.txt
+
+Default names: <stem>.<device-or-target>.<precision>[.<postprocess>].<ext>, beside the checkpoint.
+"""
+
+
+def render_many(con, rows: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="exports")
+    for col in ("device", "target", "precision", "input", "opset", "parity", "artifact / error"):
+        t.add_column(col)
+    for r in rows:
+        if r.get("error"):
+            t.add_row(r.get("device_profile") or "-", "-", "-", "-", "-", "[red]failed[/]", escape(r["error"]))
+            continue
+        status = (r.get("parity") or {}).get("status", "-")
+        style = {"passed": "green", "failed": "red", "skipped": "yellow"}.get(status, "dim")
+        t.add_row(r.get("device_profile") or "-", r["target"], r.get("precision") or "-", "x".join(map(str, r.get("input_size", []))),
+                  str(r.get("opset") or "-"), f"[{style}]{status}[/]", escape(r["output"]))
+    con.print(t)
+
+
+@app.command("export", epilog=EXAMPLES)
 def export_cmd(
     ckpt: Path = typer.Argument(..., help="Checkpoint (original format or .deploy.safetensors)."),
-    target: str = typer.Option("onnx", "--target", "-t", help="onnx, coreml or trt."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Artifact path; default beside CKPT."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="onnx, coreml or trt (also: tensorrt, engine); default: -o's suffix, else the --device's runtime, else onnx."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Artifact path; default <stem>.<device-or-target>.<precision>[.<postprocess>].<ext> beside CKPT."),
     arch: Optional[str] = ARCH_OPTION,
     input_size: Optional[str] = INPUT_SIZE_OPTION,
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size baked into the graph (the dynamic one's example)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch and spatial axes where the architecture allows."),
     dynamic_axes: Optional[str] = typer.Option(None, "--dynamic-axes", help="With --dynamic: a subset of batch,height,width."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17, capped by --device)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default fp32, or the device's)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Device profile: opset cap, precision, shapes (see `edgeseg devices`)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17, or the --device's)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the --device's, else fp32 for onnx, fp16 for coreml/trt)."),
+    device: Optional[List[str]] = typer.Option(None, "--device", "-d", help="Device profile(s): target, precision, opset, size (repeat, comma-separate, or `all`)."),
     postprocess: str = typer.Option("none", "--postprocess", help="Segmentation: none (native logits), upsample, argmax."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line in class order: stored in the ONNX metadata / Core ML classifier."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (default on)."),
     keep_fp32: Optional[str] = typer.Option(None, "--keep-fp32", help="fp16: ONNX op types to compute in fp32, e.g. Softmax,ReduceMean."),
     image_input: bool = typer.Option(False, "--image-input", help="Core ML: take an image input (scale/bias inside the model)."),
     workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="TensorRT: builder workspace in MiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT: timing cache file (read and updated)."),
     calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="TensorRT int8: directory of calibration images."),
-    host: Optional[str] = typer.Option(None, "--host", help="TensorRT: build the engine on user@addr over SSH."),
+    host: Optional[str] = HOST_OPTION,
+    identity: Optional[Path] = IDENTITY_OPTION,
+    known_hosts: Optional[Path] = KNOWN_HOSTS_OPTION,
+    port: Optional[int] = PORT_OPTION,
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Check the artifact against PyTorch (default on)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Parity: a directory of your own images."),
-    samples: int = typer.Option(1, "--samples", min=0, help="Parity: random-input batches besides the images."),
+    samples: int = SAMPLES_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the gates' random inputs (default: fresh, recorded)."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Reparameterize, export, check and parity-test a checkpoint; writes the artifact and a manifest."""
-    from edgeseg.export_job import export_checkpoint
     from edgeseg.parity.job import ParityFailure
+    from edgeseg.workflows import export
 
-    if target not in TARGETS:
-        raise EdgesegError(f"unknown --target {target!r}", f"choose one of: {', '.join(TARGETS)}")
     if precision is not None and precision not in ("fp32", "fp16", "int8"):
         raise EdgesegError(f"unknown --precision {precision!r}", "choose fp32, fp16 or int8")
     options: dict[str, Any] = {"image_input": image_input}
@@ -98,20 +131,30 @@ def export_cmd(
         options["fp16_keep_fp32_ops"] = [op.strip() for op in keep_fp32.split(",") if op.strip()]
     if dynamic_axes:
         options["dynamic_axes"] = [a.strip() for a in dynamic_axes.split(",") if a.strip()]
-    for key, value in (("workspace_mib", workspace), ("timing_cache", timing_cache), ("calib_images", calib_images), ("host", host)):
+    for key, value in (("workspace_mib", workspace), ("timing_cache", timing_cache), ("calib_images", calib_images), ("host", host),
+                       ("identity", identity), ("known_hosts", known_hosts), ("port", port), ("labels", labels)):
         if value is not None:
             options[key] = value
     log = console(stderr=True)
     try:
-        summary = export_checkpoint(ckpt, output, target=target, arch=arch, input_size=parse_size(input_size), batch=batch,
-                                    dynamic=dynamic, opset=opset, precision=precision, device=device, postprocess=postprocess,
-                                    simplify=simplify, overwrite=overwrite, options=options, parity=parity, images=images,
-                                    samples=samples, seed=seed,
-                                    progress=lambda m: None if as_json else log.print(f"[dim]>> {m}[/]"))
+        summary = export(ckpt, output, target=target, arch=arch, input_size=parse_size(input_size), batch=batch,
+                         dynamic=dynamic, opset=opset, precision=precision, device=list(device) if device else None,
+                         postprocess=postprocess, simplify=simplify, overwrite=overwrite, options=options, parity=parity,
+                         images=images, samples=samples, seed=seed,
+                         progress=lambda m: None if as_json else log.print(f"[dim]>> {m}[/]"))
     except ParityFailure as exc:
         emit(exc.summary, as_json, lambda con: render_parity_failure(con, exc.summary))
         raise
-    emit(summary, as_json, lambda con: render_export(con, summary))
+    if isinstance(summary, list):
+        rows = [s.as_dict() for s in summary]
+        emit({"exports": rows}, as_json, lambda con: render_many(con, rows))
+        failed = [r for r in rows if r.get("error")]
+        if failed:
+            code = 3 if any(r.get("exit_code") == 3 for r in failed) else 1
+            err = VerificationError if code == 3 else EdgesegError
+            raise err(f"{len(failed)} of {len(rows)} exports failed: {failed[0]['error']}", "see the table above")
+        return
+    emit(summary.as_dict(), as_json, lambda con: render_export(con, summary))
 
 
 def render_parity_failure(con, summary: dict[str, Any]) -> None:

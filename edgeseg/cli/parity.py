@@ -56,13 +56,17 @@ def render_parity(con, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     inputs = summary.get("inputs", {})
+    described = (f"inputs: {inputs['none']}" if inputs.get("none") else
+                 f"inputs: {len(inputs.get('images', []))} images + {inputs.get('random_batches', 0)} random batches")
     con.print(f"[bold]parity[/] {summary.get('arch')} ({summary.get('task')}): reference {summary.get('reference')}, "
-              f"seed {summary.get('seed')}, inputs: {len(inputs.get('images', []))} images + {inputs.get('random_batches', 0)} random batches")
+              f"seed {summary.get('seed')}, {described}")
     for entry in summary["artifacts"]:
         status = entry["status"]
         head = f"[bold]{escape(str(entry['artifact']))}[/] [{_STYLE[status]}]{status.upper()}[/]"
+        for warning in entry.get("warnings", []):
+            con.print(f"[yellow]warning:[/] {escape(warning)}")
         if status == "skipped":
-            con.print(f"{head}: skipped: {escape(str(entry.get('reason')))}")
+            con.print(f"{head}: {escape(str(entry.get('reason')))}")
             continue
         mode = entry.get("backend_mode")
         backend = escape(f"{entry.get('backend')}" + (f" ({mode})" if mode and mode != "native" else ""))
@@ -115,5 +119,5 @@ def parity_cmd(
                          input_size=parse_size(input_size), batch=batch, postprocess=postprocess)
     emit(summary, as_json, lambda con: render_parity(con, summary))
     if not as_json and summary["status"] != "failed":
-        console().print(f"[{_STYLE[summary['status']]}]{summary['status'].upper()}[/]")
+        console().print(f"[{_STYLE[summary['status']]}]{summary['verdict']}[/]")
     raise_if_failed(summary, strict=strict)

@@ -6,3 +6,8 @@ from edgeseg.parity.backends import Backend, BackendUnavailable, get_backend, re
 from edgeseg.parity.compare import ParityReport, Tolerances, compare_outputs
 
 __all__ = ["Backend", "BackendUnavailable", "ParityReport", "Tolerances", "compare_outputs", "get_backend", "register_backend"]
+
+# `edgeseg.parity(...)` runs the workflow (edgeseg.workflows.parity); the package stays importable
+from edgeseg.workflows import callable_module  # noqa: E402
+
+callable_module(__name__, "parity")

@@ -55,20 +55,42 @@ def list_images(directory: str | Path) -> list[Path]:
 
 def preprocess(path: Path, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Resize so the image covers HxW, centre-crop, scale to [0,1], normalize: (3, H, W)."""
+    return preprocess_image(open_image(path), size, mean, std)
+
+
+def open_image(path: str | Path):
+    """An RGB PIL image, or one clear error."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            h, w = size
-            s = max(h / im.height, w / im.width)
-            nh, nw = max(h, round(im.height * s)), max(w, round(im.width * s))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            top, left = (nh - h) // 2, (nw - w) // 2
-            im = im.crop((left, top, left + w, top + h))
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+            return im.convert("RGB")
     except OSError as exc:
         raise EdgesegError(f"cannot read image {path} ({exc})", "pass readable .jpg/.png files") from exc
+
+
+def preprocess_image(im, size: tuple[int, int], mean: Sequence[float], std: Sequence[float], *, fit: str = "cover",
+                     channel_order: str = "rgb") -> np.ndarray:
+    """RGB PIL image -> normalized (3, H, W) float32.
+
+    fit="cover": resize so the image covers HxW and centre-crop (classification evaluation);
+    fit="stretch": resize the whole image to HxW (segmentation: every pixel gets a label).
+    channel_order="bgr" reverses the channels before normalizing (models trained on OpenCV decodes).
+    """
+    from PIL import Image
+
+    h, w = size
+    if fit == "stretch":
+        im = im.resize((w, h), Image.BILINEAR)
+    else:
+        s = max(h / im.height, w / im.width)
+        nh, nw = max(h, round(im.height * s)), max(w, round(im.width * s))
+        im = im.resize((nw, nh), Image.BILINEAR)
+        top, left = (nh - h) // 2, (nw - w) // 2
+        im = im.crop((left, top, left + w, top + h))
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    if channel_order == "bgr":
+        arr = arr[..., ::-1]
     arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
