@@ -49,12 +49,22 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
     con.print(t)
     if results:
         con.print("[dim]times in ms; load = model load/compile, first = first inference (both outside the statistics)[/]")
+    from edgeseg.bench.noise import noise_flags
+
+    for r in results:
+        for flag in ([] if r.predicted else noise_flags(r.stats)):
+            con.print(f"[yellow]noisy:[/] run {r.id if r.id is not None else ''} {r.backend} on {r.device}: {flag}")
     for r in results:
         if r.predicted:
             pred = r.extra.get("prediction", {})
             share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(pred.get("bound_share", {}).items()))
             con.print(f"[yellow]predicted[/] by the roofline latency model ({pred.get('n_layers')} layers; {share}); "
                       f"ceilings: {pred.get('calibration') or 'profile'}")
+            err = pred.get("error_pct")
+            band = (f"{r.median_ms:.3g} ms ± {err:.0f}% (roughly {r.median_ms / (1 + err / 100):.3g}-{r.median_ms * (1 + err / 100):.3g} ms; "
+                    f"model error measured {pred.get('error_source')})") if err is not None and r.median_ms else \
+                f"error band: {pred.get('error_source', 'unknown')}"
+            con.print(f"  prediction: {band}")
         if r.parity and r.parity.get("status") in ("passed", "failed"):
             con.print(f"parity {r.backend} on {r.device} vs {r.parity.get('reference')}: {r.parity.get('summary')}")
     for n in notes or []:
@@ -74,7 +84,8 @@ def _gate(results: list, store, baseline: int, pct: float) -> dict:
     return comp.as_dict()
 
 
-@app.command("bench")
+@app.command("bench", epilog="""Examples: edgeseg bench mobileone_s0 --input-size 256 ;
+edgeseg bench model.onnx -d raspberry-pi-5 --host pi@10.0.0.7 -i ~/.ssh/id_ed25519 ; edgeseg bench --matrix sweep.yaml""")
 def bench_cmd(
     target: Optional[str] = typer.Argument(None, help="Artifact (.onnx, .mlpackage), checkpoint, or registered model name."),
     device: str = typer.Option("host-cpu", "--device", "-d", help="Device profile (`edgeseg devices`)."),
@@ -88,7 +99,7 @@ def bench_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: the profile's / all)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the profile's)."),
     input_size: Optional[str] = INPUT_SIZE_OPTION,
-    batch: int = typer.Option(1, "--batch", min=1),
+    batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the timed input."),
     backend: Optional[List[str]] = typer.Option(None, "--backend", help="Local backends: pytorch-unfused, pytorch, onnxruntime (repeatable)."),
     with_preprocessing: bool = typer.Option(False, "--with-preprocessing", help="Time uint8 image -> normalised tensor too (PyTorch runs)."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Compare the device's output with PyTorch on the same input."),
@@ -101,7 +112,7 @@ def bench_cmd(
     no_store: bool = typer.Option(False, "--no-store", help="Do not record the runs."),
     baseline: Optional[int] = typer.Option(None, "--baseline", help="Run id to compare with (see `edgeseg results list`)."),
     fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", help="Exit 3 if slower than --baseline by more than PCT %."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the non-trivial weights and inputs (models and checkpoints)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure latency (min/median/mean/p90/p99/max/std, load and first inference) and store it."""

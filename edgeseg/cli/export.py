@@ -44,6 +44,7 @@ def render_export(con, s: dict[str, Any]) -> None:
     if checks:
         con.print(f"graph: minimal={checks['minimal']} (BatchNormalization {len(checks['batchnorm_nodes'])}, "
                   f"unfused branch merges {len(checks['fusable_branch_nodes'])}, dead nodes {len(checks['dead_nodes'])})")
+    render_coreml_findings(con, s)
     parity = s.get("parity", {})
     if parity.get("status") in ("passed", "failed", "skipped"):
         render_parity(con, {"arch": s["arch"], "task": s["task"], "reference": parity.get("reference"), "seed": parity.get("seed"),
@@ -68,6 +69,32 @@ EXAMPLES = """
 
 Default names: <stem>.<device-or-target>.<precision>[.<postprocess>].<ext>, beside the checkpoint.
 """
+
+
+def render_coreml_findings(con, s: dict[str, Any]) -> None:
+    """What the Core ML conversion found: ops that leave (or risk leaving) the Neural Engine, and
+    the fp16 preflight's verdict, so they are read at export time, not dug out of the manifest."""
+    from rich.markup import escape
+
+    spec = s.get("spec") if s.get("target") == "coreml" else None
+    if spec is None:
+        return
+    findings = spec.get("ane") or []
+    if findings:
+        con.print(f"Neural Engine: {len(findings)} finding(s)")
+        for f in findings:
+            tag = "[red]off the ANE[/]" if f.get("severity") == "off-ane" else "[yellow]risk[/]"
+            con.print(f"  {tag} {escape(str(f.get('what')))}: {f.get('count')}  [dim]({escape(str(f.get('source')))})[/]")
+    else:
+        con.print("Neural Engine: [green]no known blockers[/] in the saved program")
+    pre = s.get("fp16_preflight")
+    if pre:
+        verdict = pre.get("predicted_gate", "-")
+        style = "green" if verdict == "pass" else "red"
+        figures = "inf/NaN outputs" if pre.get("nonfinite") else f"max error {pre.get('max_rel', 0):.2e} of scale, cosine {pre.get('min_cosine', 1):.5f}"
+        con.print(f"fp16 preflight (emulated on this machine): [{style}]{escape(verdict)}[/] ({figures})")
+        for m in pre.get("overflow_modules", [])[:5]:
+            con.print(f"  overflows fp16: {escape(m['module'])} (|x| up to {m['max_abs']:.3g})")
 
 
 def render_many(con, rows: list[dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ from edgeseg.cli.app import app
 from edgeseg.cli.common import ARCH_OPTION, JSON_OPTION, emit, fmt_count
 
 
-@app.command("models")
+@app.command("models", epilog="Example: edgeseg models --family fastvit --no-macs")
 def models_cmd(
     family: Optional[str] = typer.Option(None, "--family", help="Only this family."),
     macs: bool = typer.Option(True, "--macs/--no-macs", help="Count MACs at the default size (slower)."),

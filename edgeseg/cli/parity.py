@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, console, emit, parse_size
+from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, SAMPLES_OPTION, console, emit, parse_size
 from edgeseg.errors import EdgesegError
 
 _STYLE = {"passed": "green", "failed": "red", "skipped": "yellow"}
@@ -90,14 +90,14 @@ def render_parity(con, summary: dict[str, Any]) -> None:
         con.print(f"JUnit XML: {summary['junit']}")
 
 
-@app.command("parity")
+@app.command("parity", epilog="Example: edgeseg parity ckpt.pth ckpt.onnx.fp32.onnx ckpt.coreml.fp16.mlpackage --junit parity.xml")
 def parity_cmd(
     ckpt: Path = typer.Argument(..., help="The source checkpoint (the PyTorch reference)."),
     artifacts: list[Path] = typer.Argument(..., help="Exported artifacts (.onnx, .mlpackage, .engine, .deploy.safetensors)."),
     arch: Optional[str] = ARCH_OPTION,
     images: Optional[Path] = typer.Option(None, "--images", help="Directory of your own images (added to the bundled ones)."),
     no_bundled: bool = typer.Option(False, "--no-bundled-images", help="Do not use the bundled natural images."),
-    samples: int = typer.Option(2, "--samples", min=0, help="Random-input batches in addition to the images."),
+    samples: int = SAMPLES_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the random inputs (default: fresh, printed)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="Tolerance set: fp32, fp16, int8 (default: the artifact's)."),
     input_size: Optional[str] = INPUT_SIZE_OPTION,
