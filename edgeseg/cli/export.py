@@ -101,6 +101,10 @@ def render_many(con, rows: list[dict[str, Any]]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from edgeseg.cli.bench import wide
+
+    con = wide(con)
+
     t = Table(title="exports")
     for col in ("device", "target", "precision", "input", "opset", "parity", "artifact / error"):
         t.add_column(col)
