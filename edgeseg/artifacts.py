@@ -30,7 +30,7 @@ class ArtifactInfo:
     mean: list[float] | None = None
     std: list[float] | None = None
     channel_order: str = "rgb"
-    resize: str | None = None  # "cover+center-crop" | "stretch"
+    resize: str | None = None  # edgeseg.images.RESIZE_MODES: "crop" (cover, centre crop) | "stretch"
     precision: str | None = None
     postprocess: str = "none"
     labels: list[str] | None = None
@@ -52,7 +52,7 @@ class ArtifactInfo:
     @property
     def preprocessing(self) -> dict[str, Any]:
         return {"input_size": self.input_size, "mean": self.mean, "std": self.std, "channel_order": self.channel_order,
-                "pixel_scale": "1/255", "resize": self.resize or ("cover+center-crop" if self.task == "classification" else "stretch")}
+                "pixel_scale": "1/255", "resize": self.resize or ("crop" if self.task == "classification" else "stretch")}
 
 
 def artifact_kind(path: str | Path) -> str:
@@ -94,7 +94,7 @@ def _describe_onnx(path: Path, info: ArtifactInfo) -> None:
     import onnx
 
     from edgeseg.exporters.metadata import parse
-    from edgeseg.exporters.onnx_graph import describe_values
+    from edgeseg.exporters.onnx.graph import describe_values
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -111,9 +111,9 @@ def _describe_onnx(path: Path, info: ArtifactInfo) -> None:
 
 
 def _describe_coreml(path: Path, info: ArtifactInfo) -> None:
-    from edgeseg.exporters.coreml_spec import load_spec, summarize
+    from edgeseg.exporters.coreml.spec import load_spec, summarize
     from edgeseg.exporters.metadata import parse
-    from edgeseg.parity.coreml_backend import classifier_labels
+    from edgeseg.exporters.coreml.runner import classifier_labels
 
     try:
         spec = load_spec(path)
@@ -164,7 +164,7 @@ def describe_artifact(path: str | Path, arch: str | None = None) -> ArtifactInfo
 
 def inspect_artifact(path: str | Path, arch: str | None = None) -> tuple[ArtifactInfo, Any]:
     """(description, loaded PyTorch model or None): a checkpoint is loaded once, for both."""
-    from edgeseg.parity.job import read_manifest
+    from edgeseg.manifest import read_manifest
 
     p = Path(path)
     if not p.exists():

@@ -8,7 +8,6 @@ staging directory, so a failed check leaves no file at the output path.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -17,21 +16,26 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgeseg.errors import EdgesegError
+from edgeseg.hashing import artifact_sha256
+from edgeseg.exporters import ExportRequest, get_exporter, get_target
 
-_SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage", "trt": ".engine"}
+class ExportSummary(dict):
+    """What `export_checkpoint` returns: the manifest plus output paths (the JSON the CLI prints),
+    and `.parity`, the full parity summary, for rendering without rebuilding it from the manifest."""
 
+    def __init__(self, data: dict[str, Any], parity: dict[str, Any] | None = None):
+        super().__init__(data)
+        self.parity = parity
 
-def artifact_sha256(path: Path) -> str:
-    """sha256 of a file, or of a directory artifact (.mlpackage) as its sorted files and bytes."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    def __getattr__(self, name: str) -> Any:  # keys read as attributes: summary.output, summary.sha256
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"ExportSummary has no field {name!r}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Exactly what `edgeseg export --json` prints."""
+        return dict(self)
 
 
 def default_output(ckpt: Path | None, arch: str, target: str, precision: str, *, device: str | None = None,
@@ -40,45 +44,43 @@ def default_output(ckpt: Path | None, arch: str, target: str, precision: str, *,
     choice that changes the artifact is in its name, so two exports never collide."""
     base = (ckpt.name if ckpt.is_dir() else ckpt.stem).removesuffix(".deploy") if ckpt else arch
     parts = [base, device or target, precision] + ([postprocess] if postprocess and postprocess != "none" else [])
-    return (ckpt.parent if ckpt else Path(".")) / (".".join(parts) + _SUFFIX.get(target, "." + target))
-
-
-# device-profile runtime -> the export target that runtime loads
-RUNTIME_TARGET = {"onnxruntime": "onnx", "tensorrt": "trt", "coreml": "coreml"}
+    return (ckpt.parent if ckpt else Path(".")) / (".".join(parts) + get_target(target).suffix)
 
 
 def resolve_target(target: str | None, output: str | Path | None, profile) -> str:
     """--target if given, else what -o's suffix names, else the device profile's runtime, else onnx."""
-    from edgeseg.exporters import canonical_target
+    from edgeseg.exporters import target_for_runtime, target_for_suffix
 
     if target:
-        return canonical_target(target)
+        return get_target(target).name
     if output is not None:
-        by_suffix = {suffix: name for name, suffix in _SUFFIX.items()}
-        if Path(output).suffix in by_suffix:
-            return by_suffix[Path(output).suffix]
+        by_suffix = target_for_suffix(Path(output).suffix)
+        if by_suffix is not None:
+            return by_suffix.name
     if profile is not None:
-        return RUNTIME_TARGET.get(profile.runtime, "onnx")
+        by_runtime = target_for_runtime(profile.runtime)
+        if by_runtime is not None:
+            return by_runtime.name
     return "onnx"
 
 
 def preflight(target: str, precision: str, postprocess: str, options: dict[str, Any]) -> None:
     """Refusals that need no model, before the (seconds-long) model load."""
-    from edgeseg.exporters.onnx_wrap import POSTPROCESS
+    from edgeseg.exporters.wrap import POSTPROCESS
 
     if postprocess not in POSTPROCESS:
         raise EdgesegError(f"unknown --postprocess {postprocess!r}", f"choose one of: {', '.join(POSTPROCESS)}")
-    if precision == "int8" and target != "trt":
+    if precision == "int8" and target != "tensorrt":
         raise EdgesegError(f"--precision int8 is built by TensorRT only, not --target {target}",
-                           "use --target trt --calib-images DIR, or fp16/fp32")
+                           "use --target tensorrt --calib-images DIR, or fp16/fp32")
     labels = options.get("labels")
     if isinstance(labels, (str, os.PathLike)) and not Path(labels).is_file():
         raise EdgesegError(f"labels file {labels} does not exist", "pass a text file with one class name per line")
-    if target == "trt" and not options.get("host"):
+    if target == "tensorrt" and not options.get("host"):
         import importlib.util
 
         if importlib.util.find_spec("tensorrt") is None:
-            from edgeseg.exporters.tensorrt_build import INSTALL_HINT
+            from edgeseg.exporters.tensorrt.build import INSTALL_HINT
 
             raise EdgesegError("TensorRT is not installed here", INSTALL_HINT)
 
@@ -96,13 +98,9 @@ def _resolve_size(info, input_size, profile) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-# Core ML runs fp16 on the Neural Engine and TensorRT targets are built for fp16; ONNX stays exact.
-_TARGET_DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "trt": "fp16"}
-
-
 def _resolve_precision(precision: str | None, profile, target: str = "onnx") -> str:
     if profile is None:
-        return precision or _TARGET_DEFAULT_PRECISION.get(target, "fp32")
+        return precision or get_target(target).default_precision
     chosen = precision or profile.default_precision
     if chosen not in profile.precisions:
         raise EdgesegError(f"{profile.name} does not run {chosen}", f"choose one of: {', '.join(profile.precisions)}")
@@ -144,7 +142,7 @@ def export_checkpoint(
     options: dict[str, Any] | None = None,
     parity: bool = True,
     images: str | Path | None = None,
-    samples: int = 1,
+    samples: int = 2,
     seed: int | None = None,
     tolerances: Any = None,
     verify_reparam: bool = True,
@@ -158,7 +156,6 @@ def export_checkpoint(
     """
     from edgeseg.api import load, reparameterize
     from edgeseg.atomic import check_output_path
-    from edgeseg.exporters import ExportRequest, get_exporter
 
     timings: dict[str, float] = {}
     profile = None
@@ -166,7 +163,7 @@ def export_checkpoint(
         from edgeseg.devices import get_profile
 
         profile = get_profile(device)
-    target = resolve_target(target, out, profile)
+    target = resolve_target(target, out, profile)  # the canonical name is recorded (`trt` and `engine` mean tensorrt)
     exporter = get_exporter(target)
     prec = _resolve_precision(precision, profile, target)
     preflight(target, prec, postprocess, options or {})
@@ -189,7 +186,7 @@ def export_checkpoint(
     info = original.edgeseg
     size = _resolve_size(info, input_size, profile)
     final = output_for(info.arch)
-    from edgeseg.exporters.onnx_wrap import check_postprocess
+    from edgeseg.exporters.wrap import check_postprocess
 
     check_postprocess(info.task, postprocess)
 
@@ -237,13 +234,13 @@ def export_checkpoint(
         manifest.setdefault("tools", {})["edgeseg"] = __version__
 
         if parity:
-            from edgeseg.parity.job import ParityFailure, manifest_path_for, parity_for_model, raise_if_failed
+            from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed  # lazy: parity sits above the export job
 
-            # parity reads the staged manifest for shapes and names, as it would beside a published file
-            _write_json(manifest, manifest_path_for(result.path))
             t = time.perf_counter()
             progress("parity against PyTorch")
-            summary = parity_for_model(original, [result.path], images=images, samples=samples, seed=seed, tolerances=tolerances)
+            # shapes, names and post-processing go to parity in memory, as the manifest will record them
+            summary = parity_for_model(original, [result.path], images=images, samples=samples, seed=seed, tolerances=tolerances,
+                                       manifests={str(result.path): manifest})
             timings["parity_s"] = time.perf_counter() - t
             entry = summary["artifacts"][0]
             manifest["parity"] = {"status": entry["status"], "reason": entry.get("reason"), "backend": entry.get("backend"),
@@ -255,6 +252,7 @@ def export_checkpoint(
             except ParityFailure as exc:
                 exc.summary["export"] = {"target": target, "output": str(final), "written": False}
                 raise
+            entry["artifact"] = str(final)  # passed: the staged file is about to become the output
         else:
             manifest["parity"] = {"status": "not run"}
         manifest["sha256"] = artifact_sha256(result.path)
@@ -266,7 +264,7 @@ def export_checkpoint(
         _publish(mpath, final_manifest, True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return {"output": str(final), "manifest_path": str(final_manifest), **manifest}
+    return ExportSummary({"output": str(final), "manifest_path": str(final_manifest), **manifest}, parity=summary if parity else None)
 
 
 ALL_DEVICES = "all"

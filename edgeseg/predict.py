@@ -93,16 +93,17 @@ def open_runner(info, model, path: Path, *, compute_units: str | None = None):
     """The one place predict reaches a runtime: PyTorch for checkpoints, the artifact's own
     runtime otherwise (the parity backends: load, run on an NCHW batch)."""
     if model is not None:
-        from edgeseg.parity.torch_backend import TorchBackend
+        from edgeseg.exporters.pytorch import TorchRunner
 
-        return TorchBackend(model, postprocess="none")
-    from edgeseg.parity.backends import BackendUnavailable, get_backend
+        return TorchRunner(model, postprocess="none")
+    from edgeseg.errors import BackendUnavailable
+    from edgeseg.exporters import open_runner
 
     options: dict[str, Any] = {"postprocess": info.postprocess}
     if compute_units and info.kind == "coreml":
         options["compute_units"] = compute_units
     try:
-        return get_backend(path, **options)
+        return open_runner(path, **options)
     except BackendUnavailable as exc:
         where = {"coreml": "on a Mac (Core ML runs only on macOS)", "tensorrt": "on the machine the engine was built for, with TensorRT"}
         raise EdgesegError(f"cannot run {path.name} here: {exc.problem}",
@@ -121,6 +122,17 @@ def _check_images(images: Sequence[str | Path]) -> list[Path]:
 
 def overlay_path(out_dir: Path, image: Path, artifact: Path) -> Path:
     return out_dir / f"{image.stem}.{artifact.name.split('.')[0]}.overlay.png"
+
+
+def _open_rgb(path: Path):
+    """The picture itself (RGB), for its size and the overlay; the model input comes from edgeseg.images."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise EdgesegError(f"cannot read image {path} ({exc.__class__.__name__})", "remove it or convert it to JPEG/PNG") from exc
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -214,7 +226,7 @@ def predict(artifact: str | Path, images: Sequence[str | Path], *, labels: str |
     """
     from edgeseg import labels as label_sets
     from edgeseg.artifacts import inspect_artifact
-    from edgeseg.parity.inputs import open_image, preprocess_image
+    from edgeseg.images import Preprocess
 
     if top_k < 1:
         raise EdgesegError(f"invalid top-k {top_k}", "use 1 or more")
@@ -245,15 +257,15 @@ def predict(artifact: str | Path, images: Sequence[str | Path], *, labels: str |
     size = (int(info.input_size[0]), int(info.input_size[1]))
     shape = getattr(runner, "input_shape", None) or []
     batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else 1
-    fit = "cover" if info.task == "classification" else "stretch"
+    pre = Preprocess(size, tuple(info.mean), tuple(info.std), resize=info.preprocessing["resize"], channel_order=info.channel_order)
     runner_labels = list(getattr(runner, "labels", None) or [])  # a Core ML classifier returns probabilities per label
     notes: list[str] = []
     resolved = None
     predictions: list[ImagePrediction] = []
     for path in paths:
         progress(f"predicting {path.name}")
-        image = open_image(path)
-        x = preprocess_image(image, size, info.mean, info.std, fit=fit, channel_order=info.channel_order)
+        image = _open_rgb(path)
+        x = pre.load(path)
         x = np.repeat(x[None], batch, axis=0)  # a graph with a fixed batch gets the picture repeated
         t0 = time.perf_counter()
         first = runner.run(x)[0][0]
@@ -286,6 +298,6 @@ def predict(artifact: str | Path, images: Sequence[str | Path], *, labels: str |
                          predictions=predictions, described_by=info.described_by, notes=notes)
 
 # `edgeseg.predict(...)` runs the workflow (edgeseg.workflows.predict); the package stays importable
-from edgeseg.workflows import callable_module  # noqa: E402
+from edgeseg.callable import callable_module  # noqa: E402
 
 callable_module(__name__, "predict")

@@ -2,27 +2,24 @@
 `edgeseg.predict`. Each returns the object the CLI renders; its `.as_dict()` is what the
 command's `--json` prints.
 
-    s = edgeseg.export("fastvit_sa12.pth", device="jetson-nano")    # ExportSummary
+    s = edgeseg.export("fastvit_sa12.pth", device="raspberry-pi-5") # ExportSummary
     p = edgeseg.parity("fastvit_sa12.pth", [s.output])               # ParitySummary (p.passed, p.verdict)
     b = edgeseg.bench(s.output, iterations=100, store=False)         # BenchOutcome (b.results[0].median_ms)
     r = edgeseg.predict(s.output, ["cat.jpg"])                       # PredictResult (r.predictions[0].top)
 
 `edgeseg.parity`, `edgeseg.bench` and `edgeseg.predict` are also the packages that implement
-them: calling the package calls the function (see `callable_module`).
+them: calling the package calls the function (see `edgeseg.callable`).
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from pathlib import Path
 from typing import Any, Sequence
 
 
 class Summary(dict):
     """A result as the CLI shows it: a dict (exactly what `--json` prints) whose keys also
-    read as attributes (`summary.output`, `summary.status`)."""
+    read as attributes (`summary.status`, `summary.verdict`)."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -34,15 +31,11 @@ class Summary(dict):
         return dict(self)
 
 
-class ExportSummary(Summary):
-    """`edgeseg export`: output, manifest_path, sha256, target, precision, input_size, parity, ..."""
-
-
 class ParitySummary(Summary):
     """`edgeseg parity`: status (passed | failed | skipped), verdict ('2 passed, 1 skipped (needs macOS)'), artifacts."""
 
 
-def export(checkpoint: str | Path, output: str | Path | None = None, **options: Any) -> ExportSummary | list[ExportSummary]:
+def export(checkpoint: str | Path, output: str | Path | None = None, **options: Any):
     """Reparameterize, export, check and parity-test `checkpoint` (see `edgeseg export --help`).
 
     Keyword options: target, device, precision, opset, input_size, batch, dynamic, postprocess,
@@ -53,8 +46,7 @@ def export(checkpoint: str | Path, output: str | Path | None = None, **options: 
     """
     from edgeseg.export_job import export_many
 
-    result = export_many(checkpoint, output, **options)
-    return [ExportSummary(s) for s in result] if isinstance(result, list) else ExportSummary(result)
+    return export_many(checkpoint, output, **options)  # ExportSummary (a dict with .parity and attribute access), or a list
 
 
 def parity(checkpoint, artifacts: Sequence[str | Path] | str | Path, *, check: bool = False, **options: Any) -> ParitySummary:
@@ -84,15 +76,9 @@ def predict(artifact: str | Path, images: Sequence[str | Path] | str | Path, **o
     return run(artifact, list(images), **options)
 
 
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(__name__), self.__edgeseg_call__)(*args, **kwargs)
+def __getattr__(name: str):
+    if name == "ExportSummary":  # lives with the export job; imported on use
+        from edgeseg.export_job import ExportSummary
 
-
-def callable_module(module_name: str, function: str) -> None:
-    """Make the package `module_name` callable as `function` of this module, so
-    `edgeseg.bench(...)` works although `edgeseg.bench` is also the package (Python sets the
-    package as the attribute once it is imported, shadowing any function of that name)."""
-    module = sys.modules[module_name]
-    module.__class__ = _CallableModule
-    module.__edgeseg_call__ = function  # type: ignore[attr-defined]
+        return ExportSummary
+    raise AttributeError(name)

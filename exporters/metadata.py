@@ -20,7 +20,7 @@ def artifact_metadata(info, *, input_size: Sequence[int], precision: str, postpr
         "input_size": f"{int(input_size[0])}x{int(input_size[1])}",
         "mean": ",".join(f"{m:g}" for m in info.mean), "std": ",".join(f"{s:g}" for s in info.std),
         "channel_order": getattr(info, "channel_order", "rgb"), "pixel_scale": "1/255",
-        "resize": "cover+center-crop" if info.task == "classification" else "stretch",
+        "resize": "crop" if info.task == "classification" else "stretch",  # edgeseg.images.RESIZE_MODES
         "precision": precision, "postprocess": postprocess, "source_sha256": info.source_sha256 or "",
         "target": target, "version": __version__,
     }

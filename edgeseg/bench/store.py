@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from edgeseg.bench.result import BenchResult
-from edgeseg.bench.stats import LatencyStats
+from edgeseg.stats import LatencyStats
 from edgeseg.errors import EdgesegError
 
 SCHEMA_VERSION = 1
@@ -220,7 +220,7 @@ def compare_results(a: BenchResult, b: BenchResult) -> Comparison:
         notes.append(f"runtime version differs ({a.runtime_version} vs {b.runtime_version})")
     if a.artifact_sha256 and b.artifact_sha256 and a.artifact_sha256 == b.artifact_sha256:
         notes.append("same artifact (identical hash)")
-    from edgeseg.bench.noise import noise_flags
+    from edgeseg.noise import noise_flags
 
     for tag, r in (("A", a), ("B", b)):
         for flag in noise_flags(r.stats) if not r.predicted else []:
@@ -236,7 +236,7 @@ def regression_gate(comparison: Comparison, max_slower_pct: float) -> None:
     if max_slower_pct < 0:
         raise EdgesegError(f"--fail-if-slower must be >= 0 (got {max_slower_pct})", "pass a percentage, e.g. 5")
     c = comparison
-    from edgeseg.bench.noise import comparability_problems
+    from edgeseg.noise import comparability_problems
 
     problems = comparability_problems(c.baseline, c.candidate)
     if problems:

@@ -49,7 +49,7 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
     con.print(t)
     if results:
         con.print("[dim]times in ms; load = model load/compile, first = first inference (both outside the statistics)[/]")
-    from edgeseg.bench.noise import noise_flags
+    from edgeseg.noise import noise_flags
 
     for r in results:
         for flag in ([] if r.predicted else noise_flags(r.stats)):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -11,7 +13,41 @@ from edgeseg.cli.app import app
 from edgeseg.cli.common import (ARCH_OPTION, HOST_OPTION, IDENTITY_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, KNOWN_HOSTS_OPTION,
                                 OVERWRITE_OPTION, PORT_OPTION, SAMPLES_OPTION, console, emit, parse_size)
 from edgeseg.errors import EdgesegError, VerificationError
+from edgeseg.exporters import PRECISIONS, targets
 
+
+def with_target_options(command: Callable) -> Callable:
+    """Add each target's CLI option group (from its registration record) to `command`, which
+    receives them gathered in `target_options` (ExportRequest.options keys)."""
+    sig = inspect.signature(command, eval_str=True)
+    extra, split = [], set()
+    for t in targets():
+        for o in t.options:
+            kind = bool if o.type is bool else Optional[o.type]
+            opt = typer.Option(o.default, o.flag, help=o.help, min=o.min, rich_help_panel=f"{t.name} options")
+            extra.append(inspect.Parameter(o.key, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind))
+            if o.split:
+                split.add(o.key)
+    keys = [p.name for p in extra]
+    params = [p for p in sig.parameters.values() if p.name != "target_options"]
+    at = next(i for i, p in enumerate(params) if p.name == "parity")  # after the general export options, as before
+
+    @functools.wraps(command)
+    def wrapper(**kw):
+        options: dict[str, Any] = {}
+        for key in keys:
+            value = kw.pop(key)
+            if key in split and value is not None:
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if value is not None:
+                options[key] = value
+        return command(target_options=options, **kw)
+
+    all_params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[:at] + extra + params[at:]]
+    wrapper.__signature__ = sig.replace(parameters=all_params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in all_params}
+    del wrapper.__wrapped__
+    return wrapper
 
 
 def render_export(con, s: dict[str, Any]) -> None:
@@ -45,14 +81,9 @@ def render_export(con, s: dict[str, Any]) -> None:
         con.print(f"graph: minimal={checks['minimal']} (BatchNormalization {len(checks['batchnorm_nodes'])}, "
                   f"unfused branch merges {len(checks['fusable_branch_nodes'])}, dead nodes {len(checks['dead_nodes'])})")
     render_coreml_findings(con, s)
-    parity = s.get("parity", {})
-    if parity.get("status") in ("passed", "failed", "skipped"):
-        render_parity(con, {"arch": s["arch"], "task": s["task"], "reference": parity.get("reference"), "seed": parity.get("seed"),
-                            "inputs": parity.get("inputs", {}),
-                            "artifacts": [{"artifact": s["output"], "status": parity["status"], "reason": parity.get("reason"),
-                                           "backend": parity.get("backend"), "backend_mode": parity.get("backend_mode"),
-                                           "seconds": parity.get("seconds") or 0.0, "precision": s.get("precision"),
-                                           "input_size": s.get("input_size"), "batch": s.get("batch"), "report": parity["report"]}]})
+    parity_summary = getattr(s, "parity", None)  # the export job hands over the full parity summary
+    if parity_summary is not None:
+        render_parity(con, parity_summary)
     else:
         con.print("parity: [yellow]not run (--no-parity)[/]")
     con.print(f"wrote {escape(s['output'])} (sha256 {s['sha256'][:16]}...) and {escape(s['manifest_path'])}")
@@ -120,9 +151,10 @@ def render_many(con, rows: list[dict[str, Any]]) -> None:
 
 
 @app.command("export", epilog=EXAMPLES)
+@with_target_options
 def export_cmd(
     ckpt: Path = typer.Argument(..., help="Checkpoint (original format or .deploy.safetensors)."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="onnx, coreml or trt (also: tensorrt, engine); default: -o's suffix, else the --device's runtime, else onnx."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="onnx, coreml or tensorrt (alias trt, engine); default: -o's suffix, else the --device's runtime, else onnx."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Artifact path; default <stem>.<device-or-target>.<precision>[.<postprocess>].<ext> beside CKPT."),
     arch: Optional[str] = ARCH_OPTION,
     input_size: Optional[str] = INPUT_SIZE_OPTION,
@@ -130,16 +162,11 @@ def export_cmd(
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch and spatial axes where the architecture allows."),
     dynamic_axes: Optional[str] = typer.Option(None, "--dynamic-axes", help="With --dynamic: a subset of batch,height,width."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17, or the --device's)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the --device's, else fp32 for onnx, fp16 for coreml/trt)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the --device's, else fp32 for onnx, fp16 for coreml/tensorrt)."),
     device: Optional[List[str]] = typer.Option(None, "--device", "-d", help="Device profile(s): target, precision, opset, size (repeat, comma-separate, or `all`)."),
     postprocess: str = typer.Option("none", "--postprocess", help="Segmentation: none (native logits), upsample, argmax."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line in class order: stored in the ONNX metadata / Core ML classifier."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (default on)."),
-    keep_fp32: Optional[str] = typer.Option(None, "--keep-fp32", help="fp16: ONNX op types to compute in fp32, e.g. Softmax,ReduceMean."),
-    image_input: bool = typer.Option(False, "--image-input", help="Core ML: take an image input (scale/bias inside the model)."),
-    workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="TensorRT: builder workspace in MiB."),
-    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT: timing cache file (read and updated)."),
-    calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="TensorRT int8: directory of calibration images."),
     host: Optional[str] = HOST_OPTION,
     identity: Optional[Path] = IDENTITY_OPTION,
     known_hosts: Optional[Path] = KNOWN_HOSTS_OPTION,
@@ -150,20 +177,18 @@ def export_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the gates' random inputs (default: fresh, recorded)."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
+    target_options: dict[str, Any] | None = None,
 ) -> None:
     """Reparameterize, export, check and parity-test a checkpoint; writes the artifact and a manifest."""
     from edgeseg.parity.job import ParityFailure
     from edgeseg.workflows import export
 
-    if precision is not None and precision not in ("fp32", "fp16", "int8"):
-        raise EdgesegError(f"unknown --precision {precision!r}", "choose fp32, fp16 or int8")
-    options: dict[str, Any] = {"image_input": image_input}
-    if keep_fp32:
-        options["fp16_keep_fp32_ops"] = [op.strip() for op in keep_fp32.split(",") if op.strip()]
+    if precision is not None and precision not in PRECISIONS:
+        raise EdgesegError(f"unknown --precision {precision!r}", f"choose {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
+    options: dict[str, Any] = dict(target_options or {})
     if dynamic_axes:
         options["dynamic_axes"] = [a.strip() for a in dynamic_axes.split(",") if a.strip()]
-    for key, value in (("workspace_mib", workspace), ("timing_cache", timing_cache), ("calib_images", calib_images), ("host", host),
-                       ("identity", identity), ("known_hosts", known_hosts), ("port", port), ("labels", labels)):
+    for key, value in (("host", host), ("identity", identity), ("known_hosts", known_hosts), ("port", port), ("labels", labels)):
         if value is not None:
             options[key] = value
     log = console(stderr=True)
@@ -177,7 +202,7 @@ def export_cmd(
         emit(exc.summary, as_json, lambda con: render_parity_failure(con, exc.summary))
         raise
     if isinstance(summary, list):
-        rows = [s.as_dict() for s in summary]
+        rows = [dict(s) for s in summary]
         emit({"exports": rows}, as_json, lambda con: render_many(con, rows))
         failed = [r for r in rows if r.get("error")]
         if failed:
@@ -185,7 +210,7 @@ def export_cmd(
             err = VerificationError if code == 3 else EdgesegError
             raise err(f"{len(failed)} of {len(rows)} exports failed: {failed[0]['error']}", "see the table above")
         return
-    emit(summary.as_dict(), as_json, lambda con: render_export(con, summary))
+    emit(summary, as_json, lambda con: render_export(con, summary))
 
 
 def render_parity_failure(con, summary: dict[str, Any]) -> None:

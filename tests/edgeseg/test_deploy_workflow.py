@@ -31,7 +31,7 @@ def test_default_names_carry_device_target_precision_postprocess():
         default_output(c, "a", "onnx", "fp16").name,
         default_output(c, "a", "onnx", "fp32").name,
         default_output(c, "a", "onnx", "fp32", postprocess="argmax").name,
-        default_output(c, "a", "trt", "fp16", device="jetson-nano").name,
+        default_output(c, "a", "tensorrt", "fp16", device="jetson-nano").name,
         default_output(c, "a", "coreml", "fp16", device="iphone-12-pro").name,
     }
     assert names == {"fastvit_sa12.jetson-nano.fp16.onnx", "fastvit_sa12.onnx.fp16.onnx", "fastvit_sa12.onnx.fp32.onnx",
@@ -45,11 +45,11 @@ def test_profile_chooses_target_unless_overridden():
     from edgeseg.export_job import resolve_target
 
     assert resolve_target(None, None, get_profile("iphone-12-pro")) == "coreml"
-    assert resolve_target(None, None, get_profile("jetson-nano")) == "trt"
+    assert resolve_target(None, None, get_profile("jetson-nano")) == "tensorrt"
     assert resolve_target(None, None, get_profile("raspberry-pi-5")) == "onnx"
     assert resolve_target(None, "x.onnx", get_profile("jetson-nano")) == "onnx"  # -o's suffix says what to write
     assert resolve_target("onnx", None, get_profile("iphone-12-pro")) == "onnx"
-    assert resolve_target("tensorrt", None, None) == resolve_target("engine", None, None) == resolve_target("TRT", None, None) == "trt"
+    assert resolve_target("trt", None, None) == resolve_target("engine", None, None) == "tensorrt"
 
 
 def test_refusals_that_need_no_model_come_before_loading(ckpt, tmp_path, capsys):
@@ -105,7 +105,7 @@ def test_ssh_options_identical_on_every_command_reaching_a_device():
 
 
 def test_tensorrt_hints_match_the_readme():
-    from edgeseg.exporters.tensorrt_build import INSTALL_HINT
+    from edgeseg.exporters.tensorrt.build import INSTALL_HINT
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert '.[trt]' in INSTALL_HINT and 'pip install -c constraints.txt -e ".[trt]"' in readme
@@ -134,7 +134,7 @@ def test_coreml_findings_printed_after_conversion():
 
 def _run(times, device="host-cpu", predicted=False, rid=None):
     from edgeseg.bench.result import BenchResult
-    from edgeseg.bench.stats import LatencyStats
+    from edgeseg.stats import LatencyStats
 
     if predicted:
         return BenchResult(model="m", device=device, backend="predicted", input_size=(224, 224), precision="fp16", stats=None,
@@ -144,8 +144,8 @@ def _run(times, device="host-cpu", predicted=False, rid=None):
 
 
 def test_noise_flags():
-    from edgeseg.bench.noise import noise_flags
-    from edgeseg.bench.stats import LatencyStats
+    from edgeseg.noise import noise_flags
+    from edgeseg.stats import LatencyStats
 
     steady = LatencyStats.from_times([10.0 + 0.01 * (i % 5) for i in range(50)])
     assert noise_flags(steady) == []
@@ -171,7 +171,7 @@ def test_gate_refuses_measured_vs_predicted_and_across_devices():
 
 
 def test_predictions_carry_the_error_band():
-    from edgeseg.bench.harness import error_band
+    from edgeseg.bench.predict import error_band
     from edgeseg.devices import get_profile
 
     band = error_band(get_profile("iphone-12-pro"))

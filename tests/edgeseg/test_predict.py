@@ -45,7 +45,7 @@ def seg(tmp_path_factory):
 
 
 def _images():
-    from edgeseg.parity.inputs import bundled_images
+    from edgeseg.images import bundled_images
 
     return bundled_images()
 
@@ -76,7 +76,7 @@ def test_onnx_records_preprocessing_task_and_source(cls):
 def test_predict_onnx_matches_the_checkpoint_and_names_imagenet_classes(cls, tmp_path):
     import edgeseg
     from edgeseg.labels import bundled
-    from edgeseg.parity.inputs import open_image, preprocess_image
+    from edgeseg.images import Preprocess
 
     ckpt, onnx_path = cls
     alone = tmp_path / "alone.onnx"  # no manifest beside it: the file must describe itself
@@ -94,7 +94,7 @@ def test_predict_onnx_matches_the_checkpoint_and_names_imagenet_classes(cls, tmp
         assert [c.index for c in a.top] == [c.index for c in b.top] and len(a.top) == 5
         assert all(c.label == names[c.index] for c in a.top)
         np.testing.assert_allclose([c.score for c in a.top], [c.score for c in b.top], atol=1e-4)
-        x = torch.from_numpy(preprocess_image(open_image(path), (224, 224), model.edgeseg.mean, model.edgeseg.std)[None])
+        x = torch.from_numpy(Preprocess.for_model(model.edgeseg, (224, 224)).load(path)[None])
         with torch.inference_mode():
             ref = torch.softmax(model(x).double(), 1)[0].numpy()
         assert a.top[0].index == int(ref.argmax()) and abs(a.top[0].score - ref.max()) < 1e-4
