@@ -283,7 +283,9 @@ def predict(artifact: str | Path, images: Sequence[str | Path], *, labels: str |
             mask = label_mask(first, size)
             if resolved is None:
                 n = _num_classes(info) or (first.shape[0] if np.asarray(first).ndim == 3 and np.issubdtype(np.asarray(first).dtype, np.floating) else None)
-                n = n or max(int(mask.max()) + 1, len(info.labels or []))
+                if n is None:  # a label map says nothing of the class count: the recorded label set does
+                    known = label_sets.LABEL_SETS.get(label_sets.canonical(info.label_set)) if info.label_set else None
+                    n = len(info.labels or []) or (known[1] if known else int(mask.max()) + 1)
                 resolved = label_sets.resolve(n, names=info.labels, label_set=info.label_set, file=labels)
             mask = _resize_labels(mask, (image.height, image.width))
             pred.mask = mask

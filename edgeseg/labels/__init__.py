@@ -46,6 +46,11 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def canonical(name: str) -> str:
+    """A label-set name as LABEL_SETS spells it (aliases: imagenet-1k, ade20k-150, voc, ...)."""
+    return _ALIASES.get(name, name)
+
+
 @lru_cache(maxsize=None)
 def bundled(name: str) -> Labels:
     """A bundled label set by name (`imagenet`, `ade20k`, `pascal_voc`, or an alias)."""

@@ -166,6 +166,7 @@ def test_predict_segmentation_overlay_and_shares(seg, tmp_path, capsys):
         assert sum(c.share for c in p.shares) == pytest.approx(1.0) and sum(c.pixels for c in p.shares) == p.mask.size
         assert all(c.label == ade.names[c.index] and c.colour == ade.palette[c.index] for c in p.shares)
         assert (p.mask == q.mask).mean() > 0.98 and q.overlay is None  # in-graph argmax agrees with host upsampling
+        assert all(c.label == ade.names[c.index] for c in q.shares)  # a label map still gets ADE20K names
         with Image.open(p.overlay) as ov:
             over = np.asarray(ov, np.float32)
         colours = np.asarray(ade.palette, np.float32)[p.mask]
