@@ -17,6 +17,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeseg.atomic import atomic_output
+import edgeseg.device_profiles as pkg
 from edgeseg.errors import EdgesegError
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -131,8 +132,6 @@ class DeviceProfile(_Strict):
 
 
 def builtin_dir() -> Path:
-    import edgeseg.device_profiles as pkg
-
     return Path(pkg.__file__).parent
 
 

@@ -15,9 +15,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from edgeseg import __version__
+from edgeseg.api import load, reparameterize
+from edgeseg.atomic import atomic_output, check_output_path
+from edgeseg.devices import get_profile
 from edgeseg.errors import EdgesegError
+from edgeseg.exporters import ExportRequest, get_exporter, get_target, target_for_runtime, target_for_suffix
+from edgeseg.exporters.wrap import check_postprocess
 from edgeseg.hashing import artifact_sha256
-from edgeseg.exporters import ExportRequest, get_exporter, get_target
+from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed
 
 class ExportSummary(dict):
     """What `export_checkpoint` returns: the manifest plus output paths (the JSON the CLI prints),
@@ -49,8 +55,6 @@ def default_output(ckpt: Path | None, arch: str, target: str, precision: str, *,
 
 def resolve_target(target: str | None, output: str | Path | None, profile) -> str:
     """--target if given, else what -o's suffix names, else the device profile's runtime, else onnx."""
-    from edgeseg.exporters import target_for_runtime, target_for_suffix
-
     if target:
         return get_target(target).name
     if output is not None:
@@ -108,8 +112,6 @@ def _resolve_precision(precision: str | None, profile, target: str = "onnx") -> 
 
 
 def _publish(staged: Path, final: Path, overwrite: bool) -> None:
-    from edgeseg.atomic import atomic_output
-
     with atomic_output(final, overwrite=overwrite, directory=staged.is_dir()) as tmp:
         os.replace(staged, tmp)
         if tmp.is_file():  # temp files are created private; the artifact gets the usual umask mode
@@ -154,14 +156,9 @@ def export_checkpoint(
     Raises EdgesegError on refusals and `edgeseg.parity.job.ParityFailure` (exit code 3,
     with `.summary`) when the artifact does not match PyTorch; neither leaves a file behind.
     """
-    from edgeseg.api import load, reparameterize
-    from edgeseg.atomic import check_output_path
-
     timings: dict[str, float] = {}
     profile = None
     if device:
-        from edgeseg.devices import get_profile
-
         profile = get_profile(device)
     target = resolve_target(target, out, profile)  # the canonical name is recorded (`trt` and `engine` mean tensorrt)
     exporter = get_exporter(target)
@@ -186,7 +183,6 @@ def export_checkpoint(
     info = original.edgeseg
     size = _resolve_size(info, input_size, profile)
     final = output_for(info.arch)
-    from edgeseg.exporters.wrap import check_postprocess
 
     check_postprocess(info.task, postprocess)
 
@@ -229,13 +225,10 @@ def export_checkpoint(
         manifest.setdefault("input_size", list(size))
         manifest.setdefault("batch", batch)
         manifest.setdefault("postprocess", postprocess)
-        from edgeseg import __version__
 
         manifest.setdefault("tools", {})["edgeseg"] = __version__
 
         if parity:
-            from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed  # lazy: parity sits above the export job
-
             t = time.perf_counter()
             progress("parity against PyTorch")
             # shapes, names and post-processing go to parity in memory, as the manifest will record them
@@ -299,8 +292,6 @@ def export_many(ckpt: str | Path | None, out: str | Path | None = None, *, devic
     """`export_checkpoint` for one device (returns its summary) or several (loads the checkpoint
     once, exports each, returns a list of summaries; a failure on one device is recorded as
     its row and the others still run)."""
-    from edgeseg.devices import get_profile
-
     devices = device_list(device)
     if len(devices) == 1:
         return export_checkpoint(ckpt, out, device=devices[0], progress=progress, model=model, arch=arch,
@@ -311,8 +302,6 @@ def export_many(ckpt: str | Path | None, out: str | Path | None = None, *, devic
     for name in devices:
         get_profile(name)  # an unknown name fails before any export
     if model is None:
-        from edgeseg.api import load
-
         progress(f"loading {ckpt}")
         model = load(Path(ckpt), arch, input_size=input_size)
     summaries = []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from edgeseg.api import load, reparameterize, save_deploy
+from edgeseg.atomic import check_output_path
+from edgeseg.timing import time_torch_model
 
 
 def default_deploy_path(ckpt: Path) -> Path:
@@ -24,10 +27,7 @@ def reparam_checkpoint(
     model=None,
 ) -> dict[str, Any]:
     """Load (or take `model`), fuse, verify, measure, and write the deploy checkpoint."""
-    from edgeseg.analysis import count_macs, count_params
-    from edgeseg.api import load, reparameterize, save_deploy
-    from edgeseg.atomic import check_output_path
-    from edgeseg.timing import time_torch_model
+    from edgeseg.analysis import count_macs, count_params  # lazy: pulls torch
 
     ckpt = Path(ckpt)
     out = Path(out) if out else default_deploy_path(ckpt)

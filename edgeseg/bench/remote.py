@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.bench.reference import parity_entry, reference_outputs
 from edgeseg.bench.local import resolve_shape
+from edgeseg.bench.reference import parity_entry, reference_outputs
 from edgeseg.bench.result import BenchResult, result_fields
 from edgeseg.bench.subject import Subject
 from edgeseg.errors import EdgesegError

@@ -54,7 +54,7 @@ def render_export(con, s: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgeseg.cli.parity import render_parity
+    from edgeseg.cli.parity import render_parity  # lazy: keeps `edgeseg --help` fast
 
     con.print(f"[bold]{s['arch']}[/] -> {s['output']} ({s['target']}, {s.get('precision')}, "
               f"{'x'.join(map(str, s.get('input_size', [])))}, batch {s.get('batch')}"
@@ -180,8 +180,8 @@ def export_cmd(
     target_options: dict[str, Any] | None = None,
 ) -> None:
     """Reparameterize, export, check and parity-test a checkpoint; writes the artifact and a manifest."""
-    from edgeseg.parity.job import ParityFailure
-    from edgeseg.workflows import export
+    from edgeseg.parity.job import ParityFailure  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.workflows import export  # lazy: keeps `edgeseg --help` fast
 
     if precision is not None and precision not in PRECISIONS:
         raise EdgesegError(f"unknown --precision {precision!r}", f"choose {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
@@ -214,7 +214,7 @@ def export_cmd(
 
 
 def render_parity_failure(con, summary: dict[str, Any]) -> None:
-    from edgeseg.cli.parity import render_parity
+    from edgeseg.cli.parity import render_parity  # lazy: keeps `edgeseg --help` fast
 
     render_parity(con, summary)
     from rich.markup import escape

@@ -18,7 +18,7 @@ def models_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List the registered architectures: task, params, MACs, reparameterizable blocks."""
-    from edgeseg.model_table import describe_models
+    from edgeseg.model_table import describe_models  # lazy: keeps `edgeseg --help` fast
 
     rows = describe_models(family, with_macs=macs)
 
@@ -56,9 +56,9 @@ def info_cmd(
     if artifact_kind(ckpt) != "checkpoint":
         _artifact_info(ckpt, arch, as_json)
         return
-    from edgeseg.analysis import count_params
-    from edgeseg.api import load_raw
-    from edgeseg.checkpoint.reader import read_checkpoint
+    from edgeseg.analysis import count_params  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.api import load_raw  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.checkpoint.reader import read_checkpoint  # lazy: keeps `edgeseg --help` fast
 
     raw = read_checkpoint(ckpt)
     model = load_raw(raw, arch)
@@ -77,6 +77,7 @@ def info_cmd(
         "fixed_input_size": list(info.fixed_input_size) if info.fixed_input_size else None,
         "params": count_params(model),
         "tensors": len(raw.state_dict),
+        "preprocessing": info.extra.get("preprocessing"),
         "sha256": raw.sha256,
     }
 

@@ -15,12 +15,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgeseg.api import load
 from edgeseg.compare import ParityReport, compare_outputs
 from edgeseg.errors import BackendUnavailable, EdgesegError, VerificationError
 from edgeseg.exporters import open_runner
 from edgeseg.exporters.pytorch import TorchRunner
 from edgeseg.images import make_inputs
 from edgeseg.manifest import read_manifest
+from edgeseg.parity.junit import write_junit
 
 DEFAULT_RANDOM_BATCHES = 2
 
@@ -246,16 +248,12 @@ def run_parity(checkpoint, artifacts: Sequence[str | Path], *, arch: str | None 
     batch, postprocess, threads). Writes a JUnit XML with `junit`; raises ParityFailure with
     `check` when an artifact fails (or, with `strict`, is skipped).
     """
-    from edgeseg.api import load
-
     if not artifacts:
         raise EdgesegError("no artifacts to check", "pass one or more exported files after the checkpoint")
     model = checkpoint if hasattr(checkpoint, "edgeseg") else load(checkpoint, arch)
     summary = parity_for_model(model, artifacts, **options)
     summary["checkpoint"] = str(checkpoint) if not hasattr(checkpoint, "edgeseg") else (model.edgeseg.source_path or model.edgeseg.arch)
     if junit:
-        from edgeseg.parity.junit import write_junit
-
         summary["junit"] = str(write_junit(summary, junit))
     if check:
         raise_if_failed(summary, strict=strict)
