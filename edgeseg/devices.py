@@ -67,6 +67,8 @@ class LatencyModel(_Strict):
 
     fuse_pointwise: bool = Field(True, description="The runtime fuses activations/adds into the producing layer (TensorRT, Core ML, ORT).")
     calibration: Optional[str] = Field(None, description="Where the ceilings come from (spec sheet, measured, fitted).")
+    error_pct: Optional[float] = Field(None, ge=0, description="Measured mean |relative error| of predictions for this device (%).")
+    error_source: Optional[str] = Field(None, description="What error_pct was measured against (models, published numbers, benchmark).")
 
 
 class Access(_Strict):

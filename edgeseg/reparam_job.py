@@ -59,5 +59,10 @@ def reparam_checkpoint(
             "after": after.as_dict(),
             "speedup": before.median_ms / after.median_ms,
         }
+        from edgeseg.noise import noise_flags
+
+        flags = [f"{tag}: {f}" for tag, st in (("before", before), ("after", after)) for f in noise_flags(st)]
+        if flags:  # a ratio of noisy medians is not a result: say so next to it
+            summary["latency_ms"]["unreliable"] = flags
     save_deploy(fused, out, overwrite=overwrite)
     return summary

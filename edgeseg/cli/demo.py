@@ -11,7 +11,7 @@ from edgeseg.cli.app import app
 from edgeseg.cli.common import JSON_OPTION, console, emit
 
 
-@app.command("demo")
+@app.command("demo", epilog="Example: edgeseg demo --model segformer_b0 --iterations 20")
 def demo_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Registered model to run (default fastvit_t8)."),
     workdir: Path = typer.Option(Path("edgeseg-demo"), "--workdir", help="Where the demo writes its files."),
