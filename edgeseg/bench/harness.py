@@ -331,6 +331,8 @@ def _remote_ort(subject, profile, precision, size, opts, host, identity, known_h
     from edgeseg.bench.remote.ort import run_ort_remote
 
     threads = opts.threads or profile.threads
+    # a given artifact carries its own precision (an int8 file stays int8 whatever the profile's default)
+    precision = (subject.manifest.get("precision") if subject.kind == "onnx" else None) or precision
     with _onnx_for(subject, profile, size, opts.batch, say) as (onnx_path, how):
         _, dims, _ = onnx_input_spec(onnx_path)
         shape = resolve_shape(dims, size, opts.batch)
@@ -344,7 +346,7 @@ def _remote_ort(subject, profile, precision, size, opts, host, identity, known_h
         parity = None
         if x is not None:
             ref, ref_name = _reference(subject, x, onnx_path, threads)
-            parity = _parity(subject, ref, list(m.extra.get("outputs") or []), "fp32", ref_name)
+            parity = _parity(subject, ref, list(m.extra.get("outputs") or []), precision, ref_name)
     return BenchResult.from_measurement(m, fused=True, host=target, parity=parity,
                                         settings={"threads": threads, "onnx": how, "seed": opts.seed},
                                         **_base(subject, profile, "onnxruntime", tuple(shape[2:]), precision, opts))

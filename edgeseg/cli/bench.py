@@ -39,7 +39,7 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
         if r.predicted:
             backend, parity = "[yellow]PREDICTED[/]", "-"
         else:
-            backend = r.backend
+            backend = f"{r.backend} [magenta]EMULATED[/]" if r.emulated else r.backend
             status = (r.parity or {}).get("status")
             parity = {"passed": "[green]pass[/]", "failed": "[red]FAIL[/]", "skipped": "[dim]skip[/]"}.get(status, "-")
         t.add_row(_fmt(r.id), r.model, r.device, backend, f"{r.input_size[0]}x{r.input_size[1]}", r.precision,
@@ -54,6 +54,9 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
             share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(pred.get("bound_share", {}).items()))
             con.print(f"[yellow]predicted[/] by the roofline latency model ({pred.get('n_layers')} layers; {share}); "
                       f"ceilings: {pred.get('calibration') or 'profile'}")
+        if r.emulated:
+            con.print(f"[magenta]emulated[/]: {r.device} was emulated ({r.emulated}); the timing says nothing about the board "
+                      "and is left out of comparisons and plots")
         if r.parity and r.parity.get("status") in ("passed", "failed"):
             con.print(f"parity {r.backend} on {r.device} vs {r.parity.get('reference')}: {r.parity.get('summary')}")
     for n in notes or []:
