@@ -376,7 +376,13 @@ def ensure_built(recipe: Recipe | None = None, log: Log = print, *, rebuild: boo
     recipe = recipe or Recipe.default()
     base = cache_root()
     root = base / recipe.key()
-    with _lock(base / f".{recipe.key()}.lock", True, log, "building the stand-in"):
+    lock = base / f".{recipe.key()}.lock"
+    if not rebuild:  # shared: running stand-ins hold it too, and reusing must not wait for them
+        with _lock(lock, False, log, "building the stand-in"):
+            found = _read_build(root, recipe)
+            if found:
+                return found
+    with _lock(lock, True, log, "using or building the stand-in"):
         found = None if rebuild else _read_build(root, recipe)
         if found:
             return found
