@@ -21,6 +21,11 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgeseg.api import reparameterize
+from edgeseg.bench.calibrate import calibrate_host
+from edgeseg.bench.result import BenchResult
+from edgeseg.bench.subject import resolve_subject
+from edgeseg.devices import Ceiling, DeviceProfile, detect_host, get_profile
 from edgeseg.errors import EdgesegError
 
 _FREE = {
@@ -256,22 +261,17 @@ def _runtime_fuses(profile, runtime: str | None) -> bool:
     return profile.latency_model.fuse_pointwise
 
 
-def predict_latency(model, device="host-cpu", *, precision: str | None = None, input_size: tuple[int, int] | None = None,
-                    batch: int = 1, runtime: str | None = None, fuse_pointwise: bool | None = None,
-                    layers: list[LayerTrace] | None = None) -> LatencyPrediction:
-    """Predicted latency of `model` (a torch module, ideally fused) on a device profile.
+def predict_model_latency(model, device="host-cpu", *, precision: str | None = None, input_size: tuple[int, int] | None = None,
+                          batch: int = 1, runtime: str | None = None, fuse_pointwise: bool | None = None,
+                          layers: list[LayerTrace] | None = None) -> LatencyPrediction:
+    """Predicted latency of `model` (a torch module as given, ideally fused) on a device profile.
 
     `device` is a profile name or a DeviceProfile; `runtime` picks the per-runtime layer
     overhead where the profile has one ("pytorch" also turns pointwise fusion off, as eager
     runs every op). Pass `layers` from `trace_layers` to reuse a trace across devices.
     """
-    from edgeseg.devices import DeviceProfile, get_profile
-
     profile = device if isinstance(device, DeviceProfile) else get_profile(device)
     if profile.detect and not profile.ceilings:
-        from edgeseg.bench.calibrate import calibrate_host
-        from edgeseg.devices import detect_host
-
         calibrate_host(profile.threads)
         profile = detect_host(profile)
     precision = precision or profile.default_precision
@@ -308,8 +308,6 @@ def fit_ceiling(traces: list[list[LayerTrace]], measured_ms: list[float], precis
     """
     import numpy as np
 
-    from edgeseg.devices import Ceiling
-
     if len(traces) != len(measured_ms) or not traces:
         raise EdgesegError("fit_ceiling needs one measured latency per trace", "pass matching lists")
     eb = _elem_bytes(precision)
@@ -340,3 +338,34 @@ def fit_ceiling(traces: list[list[LayerTrace]], measured_ms: list[float], precis
     pred = [sum(e.ms for e in estimate(t, ceiling, precision)) for t in traces]
     rel = [(p - m) / m for p, m in zip(pred, meas)]
     return CeilingFit(ceiling=ceiling, mean_abs_rel_error=float(np.mean(np.abs(rel))), rel_errors=rel)
+
+
+def predict_latency(target, device: str = "host-cpu", *, precision: str | None = None, input_size: tuple[int, int] | None = None,
+                    batch: int = 1, arch: str | None = None, runtime: str | None = None, threads: int | None = None):
+    """Roofline estimate for a target (model object, checkpoint, artifact with a manifest, or model name),
+    reparameterized first as it would be deployed.
+
+    Returns a LatencyPrediction (`.total_ms`, `.as_dict()`), always labelled predicted.
+    """
+    if hasattr(target, "forward"):
+        model = target
+        if not getattr(getattr(model, "edgeseg", None), "fused", True):
+            model, _ = reparameterize(model, verify=False)
+    else:
+        subject = resolve_subject(target, arch, weights=False)
+        subject.ensure_model()
+        model = subject.fused()
+    profile = get_profile(device, threads=threads) if isinstance(device, str) else device
+    return predict_model_latency(model, profile, precision=precision, input_size=input_size, batch=batch, runtime=runtime)
+
+
+def predict_result(subject, profile, precision: str, size, batch: int):
+    """The bench result of a prediction (what `edgeseg bench` records where no device is attached)."""
+    subject.ensure_model()
+    pred = predict_model_latency(subject.fused(), profile, precision=precision, input_size=size, batch=batch)
+    return BenchResult(model=subject.name, device=profile.name, backend="predicted", input_size=size, precision=precision,
+                       stats=None, batch=batch, fused=True, predicted=True, predicted_ms=pred.total_ms,
+                       runtime_version="roofline-1", artifact=str(subject.path) if subject.path else None,
+                       artifact_sha256=subject.sha256, artifact_kind=subject.kind,
+                       settings={"runtime": pred.runtime, "fuse_pointwise": pred.fuse_pointwise},
+                       extra={"prediction": pred.as_dict(top=8)})

@@ -13,8 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from edgeseg.atomic import atomic_output
 from edgeseg.bench.result import BenchResult
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, OutputError
 
 FORMATS = ("md", "json", "csv", "png")
 # which run stands for a device in the cross-device plot, best first
@@ -216,8 +217,6 @@ def plot_devices(results: list[BenchResult], path: Path) -> bool:
 
 
 def _save(fig, path: Path) -> None:
-    from edgeseg.atomic import atomic_output
-
     with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, format="png")
         if tmp.stat().st_size == 0 or tmp.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
@@ -227,7 +226,6 @@ def _save(fig, path: Path) -> None:
 def write_report(results: list[BenchResult], out_dir: str | Path, *, formats: Iterable[str] = FORMATS,
                  overwrite: bool = False, title: str = "edgeseg latency report") -> dict[str, str]:
     """Write the requested formats into `out_dir`; returns {kind: path}. Plots need enough data."""
-    from edgeseg.atomic import atomic_output
 
     formats = list(formats)
     bad = [f for f in formats if f not in FORMATS]
@@ -253,8 +251,6 @@ def write_report(results: list[BenchResult], out_dir: str | Path, *, formats: It
                               ("latency_by_device", "latency_by_device.png", plot_devices)):
             target = out / name
             if target.exists() and not overwrite:
-                from edgeseg.errors import OutputError
-
                 raise OutputError(f"output {target} already exists", "pass --overwrite to replace it, or another -o")
             if fn(results, target):
                 written[key] = str(target)

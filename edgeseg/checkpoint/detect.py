@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
 from edgeseg.errors import DetectionError
-from edgeseg.registry import ModelEntry, list_models, resolve_arch
+from edgeseg.registry import ModelEntry, get_entry, list_models, resolve_arch
 
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
@@ -74,7 +74,7 @@ def build_structure(entry: ModelEntry, cfg: Mapping[str, Any], fused: bool, inpu
     """The model of `entry` with `cfg`, fused if asked, with untrained weights."""
     import torch
 
-    from edgeseg.reparam.walker import reparameterize_model
+    from edgeseg.reparam.walker import reparameterize_model  # lazy: pulls torch
 
     with torch.device(device):
         model = entry.build(**cfg)
@@ -85,8 +85,6 @@ def build_structure(entry: ModelEntry, cfg: Mapping[str, Any], fused: bool, inpu
 
 @functools.lru_cache(maxsize=256)
 def _expected_shapes(name: str, cfg_json: str, fused: bool, input_size: tuple[int, int] | None) -> dict[str, tuple]:
-    from edgeseg.registry import get_entry
-
     entry = get_entry(name)
     cfg = json.loads(cfg_json)
     try:

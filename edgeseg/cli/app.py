@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary
-        from edgeseg.errors import EdgesegError
+        from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
         if debug:
             raise

@@ -64,8 +64,8 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
 
 
 def _gate(results: list, store, baseline: int, pct: float) -> dict:
-    from edgeseg.bench.store import compare_results, regression_gate
-    from edgeseg.errors import EdgesegError
+    from edgeseg.bench.store import compare_results, regression_gate  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
     base = store.get(baseline)
     same = [r for r in results if r.backend == base.backend] or results
@@ -107,7 +107,7 @@ def bench_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure latency (min/median/mean/p90/p99/max/std, load and first inference) and store it."""
-    from edgeseg.errors import EdgesegError, VerificationError
+    from edgeseg.errors import EdgesegError, VerificationError  # lazy: keeps `edgeseg --help` fast
 
     if fail_if_slower is not None and baseline is None:
         raise EdgesegError("--fail-if-slower needs --baseline RUN_ID", "pick one from `edgeseg results list`")
@@ -116,13 +116,13 @@ def bench_cmd(
     options = dict(warmup=warmup, iterations=iterations, threads=threads, precision=precision, input_size=parse_size(input_size),
                    batch=batch, backends=list(backend) if backend else None, include_preprocessing=with_preprocessing,
                    parity=parity, seed=seed, timeout_s=timeout, remote_workdir=remote_workdir, coreml_target=coreml_target)
-    from edgeseg.bench.store import ResultStore
+    from edgeseg.bench.store import ResultStore  # lazy: keeps `edgeseg --help` fast
 
     store = None if no_store else ResultStore(db)
     if matrix is not None:
         _matrix(matrix, options, store, as_json)
         return
-    from edgeseg.bench.harness import bench_artifact
+    from edgeseg.bench.harness import bench_artifact  # lazy: keeps `edgeseg --help` fast
 
     log = console(stderr=True)
     if as_json:
@@ -136,7 +136,7 @@ def bench_cmd(
     data = outcome.as_dict()
     gate = None
     if baseline is not None and store is not None:
-        from edgeseg.bench.store import RegressionError
+        from edgeseg.bench.store import RegressionError  # lazy: keeps `edgeseg --help` fast
 
         try:
             gate = _gate(outcome.results, store, baseline, fail_if_slower if fail_if_slower is not None else float("inf"))
@@ -161,7 +161,7 @@ def bench_cmd(
 
 
 def _matrix(path: Path, options: dict, store, as_json: bool) -> None:
-    from edgeseg.bench.matrix import load_matrix, run_matrix
+    from edgeseg.bench.matrix import load_matrix, run_matrix  # lazy: keeps `edgeseg --help` fast
 
     m = load_matrix(path)
     jobs = m.jobs()
@@ -197,6 +197,6 @@ def _matrix(path: Path, options: dict, store, as_json: bool) -> None:
 
     emit(data, as_json, render)
     if data["failed"]:
-        from edgeseg.errors import EdgesegError
+        from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
         raise EdgesegError(f"{data['failed']} of {len(outcomes)} sweep jobs failed", "see the messages above")

@@ -21,7 +21,7 @@ def _summary(p, path: Path | None) -> dict:
 
 
 def _list(as_json: bool) -> None:
-    from edgeseg.devices import get_profile, profile_paths, user_dir
+    from edgeseg.devices import get_profile, profile_paths, user_dir  # lazy: keeps `edgeseg --help` fast
 
     paths = profile_paths()
     rows = [_summary(get_profile(name), path) for name, path in sorted(paths.items())]
@@ -59,7 +59,7 @@ def devices_list(as_json: bool = JSON_OPTION) -> None:
 @devices_app.command("show")
 def devices_show(name: str = typer.Argument(..., help="Profile name."), as_json: bool = JSON_OPTION) -> None:
     """Everything a profile states: runtime, precisions, export constraints, versions, ceilings, access."""
-    from edgeseg.devices import get_profile, profile_paths
+    from edgeseg.devices import get_profile, profile_paths  # lazy: keeps `edgeseg --help` fast
 
     p = get_profile(name)
     data = p.model_dump(mode="json")
@@ -80,7 +80,7 @@ def devices_show(name: str = typer.Argument(..., help="Profile name."), as_json:
 def devices_validate(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="A profile YAML file."),
                      as_json: bool = JSON_OPTION) -> None:
     """Check a profile file against the schema (errors name the field)."""
-    from edgeseg.devices import load_profile_file
+    from edgeseg.devices import load_profile_file  # lazy: keeps `edgeseg --help` fast
 
     p = load_profile_file(path)
     emit({"valid": True, "name": p.name, "file": str(path)}, as_json, lambda con: con.print(f"{path}: valid profile [bold]{p.name}[/]"))
@@ -91,9 +91,9 @@ def devices_calibrate(name: str = typer.Argument("host-cpu", help="Only host-cpu
                       threads: Optional[int] = typer.Option(None, "--threads", min=1),
                       as_json: bool = JSON_OPTION) -> None:
     """Measure this machine's ceilings (GEMM GFLOP/s, copy GB/s, per-layer overhead) for the latency model."""
-    from edgeseg.bench.calibrate import calibrate_host
-    from edgeseg.devices import get_profile
-    from edgeseg.errors import EdgesegError
+    from edgeseg.bench.calibrate import calibrate_host  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.devices import get_profile  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
     p = get_profile(name)
     if not p.detect:

@@ -18,7 +18,7 @@ def models_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List the registered architectures: task, params, MACs, reparameterizable blocks."""
-    from edgeseg.model_table import describe_models
+    from edgeseg.model_table import describe_models  # lazy: keeps `edgeseg --help` fast
 
     rows = describe_models(family, with_macs=macs)
 
@@ -48,9 +48,9 @@ def info_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a checkpoint's format, architecture, variant, size and whether it is fused."""
-    from edgeseg.analysis import count_params
-    from edgeseg.api import load_raw
-    from edgeseg.checkpoint.reader import read_checkpoint
+    from edgeseg.analysis import count_params  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.api import load_raw  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.checkpoint.reader import read_checkpoint  # lazy: keeps `edgeseg --help` fast
 
     raw = read_checkpoint(ckpt)
     model = load_raw(raw, arch)
@@ -69,6 +69,7 @@ def info_cmd(
         "fixed_input_size": list(info.fixed_input_size) if info.fixed_input_size else None,
         "params": count_params(model),
         "tensors": len(raw.state_dict),
+        "preprocessing": info.extra.get("preprocessing"),
         "sha256": raw.sha256,
     }
 

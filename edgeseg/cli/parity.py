@@ -108,7 +108,7 @@ def parity_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Gate exported artifacts against PyTorch: exit 3 if any threshold fails."""
-    from edgeseg.parity.job import raise_if_failed, run_parity
+    from edgeseg.parity.job import raise_if_failed, run_parity  # lazy: keeps `edgeseg --help` fast
 
     summary = run_parity(ckpt, artifacts, arch=arch, junit=junit, images=images, bundled_images=not no_bundled, samples=samples,
                          seed=seed, tolerances=parse_tolerances(atol, rtol, tol) or None, precision=precision, threads=threads,

@@ -12,7 +12,7 @@ from edgeseg.cli.common import JSON_OPTION, OVERWRITE_OPTION, emit
 
 
 def _ids(text: str | None) -> list[int] | None:
-    from edgeseg.errors import EdgesegError
+    from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
     if not text:
         return None
@@ -46,8 +46,8 @@ def report_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Render stored runs: tables, fused-vs-unfused ratios, latency-vs-size and across-device plots."""
-    from edgeseg.bench.report import write_report
-    from edgeseg.bench.store import ResultStore
+    from edgeseg.bench.report import write_report  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.bench.store import ResultStore  # lazy: keeps `edgeseg --help` fast
 
     store = ResultStore(db)
     wanted = _ids(ids)

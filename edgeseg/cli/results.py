@@ -17,7 +17,7 @@ DB_OPTION = typer.Option(None, "--db", help="Results database (default: $EDGESEG
 
 
 def _store(db: Path | None):
-    from edgeseg.bench.store import ResultStore
+    from edgeseg.bench.store import ResultStore  # lazy: keeps `edgeseg --help` fast
 
     return ResultStore(db)
 
@@ -32,7 +32,7 @@ def results_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Most recent runs first."""
-    from edgeseg.cli.bench import render_results
+    from edgeseg.cli.bench import render_results  # lazy: keeps `edgeseg --help` fast
 
     store = _store(db)
     runs = store.list(model=model, device=device, backend=backend, limit=limit)
@@ -51,7 +51,7 @@ def results_show(run_id: int = typer.Argument(...), times: bool = typer.Option(F
     def render(con):
         from rich.table import Table
 
-        from edgeseg.cli.bench import render_results
+        from edgeseg.cli.bench import render_results  # lazy: keeps `edgeseg --help` fast  # lazy: keeps `edgeseg --help` fast
 
         render_results(con, [r])
         t = Table(show_header=False, title="settings and environment")
@@ -79,7 +79,7 @@ def results_compare(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Compare B with A (median change); with --fail-if-slower, a CI regression gate."""
-    from edgeseg.bench.store import RegressionError, regression_gate
+    from edgeseg.bench.store import RegressionError, regression_gate  # lazy: keeps `edgeseg --help` fast
 
     store = _store(db)
     comp = store.compare(baseline, candidate)
