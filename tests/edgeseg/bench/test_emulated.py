@@ -12,7 +12,7 @@ import pytest
 
 from edgeseg.bench.report import plot_devices, plot_size_scaling, render_markdown
 from edgeseg.bench.result import BenchResult
-from edgeseg.bench.stats import LatencyStats
+from edgeseg.stats import LatencyStats
 from edgeseg.bench.store import ResultStore, compare_results
 from edgeseg.errors import EdgesegError
 
@@ -59,7 +59,7 @@ def test_markdown_says_which_rows_are_emulated():
 
 
 def test_runner_reports_the_device_emulation(tiny_onnx, tmp_path, monkeypatch):
-    from edgeseg.bench.runners import runner_path
+    from edgeseg.exporters.onnx.remote import DEVICE_RUNNER
 
     path, _ = tiny_onnx
     for value in (QEMU, None):
@@ -67,6 +67,6 @@ def test_runner_reports_the_device_emulation(tiny_onnx, tmp_path, monkeypatch):
         if value:
             env["EDGESEG_EMULATED"] = value
         out = tmp_path / "result.json"
-        subprocess.run([sys.executable, str(runner_path("ort_runner.py")), "--model", str(path), "--out", str(out),
+        subprocess.run([sys.executable, str(DEVICE_RUNNER), "--model", str(path), "--out", str(out),
                         "--warmup", "0", "--iterations", "1"], check=True, env=env, timeout=120)
         assert json.loads(out.read_text())["environment"]["emulated"] == value
