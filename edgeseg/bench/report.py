@@ -85,6 +85,9 @@ def render_markdown(results: list[BenchResult], title: str = "edgeseg latency re
             lines.append(f"| {x['model']} | {x['device']} | {x['input_size']} | {x['unfused_ms']:.3f} | {x['fused_ms']:.3f} | "
                          f"x{x['speedup']:.2f} |")
     notes = sorted({n for r in results for n in ([r.extra.get("warmup_note")] if r.extra.get("warmup_note") else [])})
+    if any(r.emulated for r in results):
+        notes.append("emulated rows ran on an emulated device (qemu-user): their latencies say nothing about a board "
+                     "and are left out of the plots and comparisons")
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -121,8 +124,10 @@ def plot_size_scaling(results: list[BenchResult], path: Path) -> bool:
     """Latency vs input size, fused (solid) vs unfused (dashed), one colour per model and device."""
     series: dict[tuple, dict[int, BenchResult]] = defaultdict(dict)
     for r in sorted(results, key=lambda r: r.id or 0):
-        # one line = one comparable series: measured, same device, runtime, precision, threads and batch
-        if r.backend in ("pytorch", "pytorch-unfused", "onnxruntime") and r.median_ms and not r.predicted:
+        # one line = one comparable series: measured (not predicted, not emulated), same device, runtime,
+        # precision, threads and batch
+        if (r.backend in ("pytorch", "pytorch-unfused", "onnxruntime") and r.median_ms and not r.predicted
+                and not r.emulated):
             series[(r.model, r.device, r.backend, r.precision, r.threads, r.batch)][r.input_size[0] * r.input_size[1]] = r
     series = {k[:3]: v for k, v in series.items() if len(v) >= 2}
     if not series:
@@ -163,7 +168,7 @@ def plot_devices(results: list[BenchResult], path: Path) -> bool:
     """One bar per (model, device) at each model's most common size; predicted bars hatched."""
     by_model: dict[str, list[BenchResult]] = defaultdict(list)
     for r in results:
-        if r.median_ms:
+        if r.median_ms and not r.emulated:  # emulated timings would sit next to real ones as if comparable
             by_model[r.model].append(r)
     bars = []  # (model, device, result): the best measured run per device, plus the prediction if there is one
     for model, rs in sorted(by_model.items()):

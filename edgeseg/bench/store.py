@@ -208,6 +208,10 @@ class ResultStore:
 
 
 def compare_results(a: BenchResult, b: BenchResult) -> Comparison:
+    for r in (a, b):
+        if r.emulated:
+            raise EdgesegError(f"run {r.id} ran on an emulated device ({r.emulated}): its latency says nothing about a board",
+                               "compare runs measured on real hardware")
     notes = []
     for what, x, y in (("model", a.model, b.model), ("device", a.device, b.device), ("backend", a.backend, b.backend),
                        ("precision", a.precision, b.precision), ("input size", tuple(a.input_size), tuple(b.input_size)),

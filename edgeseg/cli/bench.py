@@ -40,7 +40,7 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
         if r.predicted:
             backend, parity = "[yellow]PREDICTED[/]", "-"
         else:
-            backend = r.backend
+            backend = f"{r.backend} [magenta]EMULATED[/]" if r.emulated else r.backend
             status = (r.parity or {}).get("status")
             parity = {"passed": "[green]pass[/]", "failed": "[red]FAIL[/]", "skipped": "[dim]skip[/]"}.get(status, "-")
         t.add_row(_fmt(r.id), r.model, r.device, backend, f"{r.input_size[0]}x{r.input_size[1]}", r.precision,
@@ -65,6 +65,9 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
                     f"model error measured {pred.get('error_source')})") if err is not None and r.median_ms else \
                 f"error band: {pred.get('error_source', 'unknown')}"
             con.print(f"  prediction: {band}")
+        if r.emulated:
+            con.print(f"[magenta]emulated[/]: {r.device} was emulated ({r.emulated}); the timing says nothing about the board "
+                      "and is left out of comparisons and plots")
         if r.parity and r.parity.get("status") in ("passed", "failed"):
             con.print(f"parity {r.backend} on {r.device} vs {r.parity.get('reference')}: {r.parity.get('summary')}")
     for n in notes or []:
