@@ -26,21 +26,20 @@ STANDIN = Path(__file__).with_name("standin.py")
 
 
 def _debris(dev) -> list[str]:
-    """Remote temp dirs left in the device's /tmp (there must be none after any run)."""
-    tmp = dev.host_path("/tmp")
-    return sorted(p.name for p in tmp.iterdir() if p.name.startswith("edgeseg"))
+    """What runs left in this session's work area on the device (there must be nothing after any run)."""
+    return sorted(p.name for p in dev.host_path(dev.workdir).iterdir())
 
 
 def _bench(capsys, dev, target, device: str, *extra: str) -> tuple[int, dict | None, str]:
     args = ["bench", str(target), "-d", device, "--host", dev.host, "-i", str(dev.identity), "--known-hosts",
-            str(dev.known_hosts), "--warmup", "1", "-n", "2", "--threads", "1", "--json", *extra]
+            str(dev.known_hosts), "--remote-workdir", dev.workdir, "--warmup", "1", "-n", "2", "--threads", "1", "--json", *extra]
     code, out, err = run_cli(args, capsys)
     data = json.loads(out) if code == 0 else None
     return code, data, err
 
 
 def _no_new_debris(dev, before: list[str]) -> bool:
-    """Nothing this test's runs created is left in the device's /tmp (older entries may come and go)."""
+    """Nothing this test's runs created is left in the session's work area on the device."""
     left = set(_debris(dev)) - set(before)
     assert not left, f"left on the device: {sorted(left)}"
     return True
@@ -196,7 +195,6 @@ def test_stand_in_goes_away_when_its_owner_stops(arm_build, sig):
     from edgeseg_arm_standin import processes_in
 
     env = {**os.environ, "EDGESEG_ARM_CACHE": str(arm_build.root.parent)}
-    others = _namespaces(arm_build.rootfs)  # the session's stand-in, when other arm tests run too
     proc = subprocess.Popen([sys.executable, str(STANDIN), "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
     port = None
@@ -208,12 +206,12 @@ def test_stand_in_goes_away_when_its_owner_stops(arm_build, sig):
             if "Ctrl-C stops" in line or time.monotonic() > deadline:
                 break
         assert port, "the stand-in did not come up"
-        namespaces = _namespaces(arm_build.rootfs) - others
+        namespaces = _descendant_namespaces(proc.pid)  # other stand-ins may share the rootfs
         assert namespaces, "no process runs in the stand-in"
         proc.send_signal(sig)
         proc.wait(timeout=60)
         if sig == signal.SIGINT:
-            assert proc.returncode == 0
+            assert proc.returncode == 130  # Ctrl-C's exit status, after the teardown
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(processes_in(ns) for ns in namespaces):
             time.sleep(0.2)
@@ -228,15 +226,16 @@ def test_stand_in_goes_away_when_its_owner_stops(arm_build, sig):
             proc.wait(timeout=30)
 
 
-def _namespaces(rootfs: Path) -> set[str]:
-    """PID namespaces of the processes chrooted into the stand-in's rootfs."""
-    target = str(rootfs.resolve())
-    found = set()
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if os.readlink(p / "root") == target:
-                    found.add(os.readlink(p / "ns" / "pid"))
-            except OSError:
-                continue
+def _descendant_namespaces(pid: int) -> set[str]:
+    """PID namespaces, other than ours, of the processes below `pid`."""
+    own, found, todo = os.readlink("/proc/self/ns/pid"), set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            ns = os.readlink(f"/proc/{p}/ns/pid")
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
+        except OSError:
+            continue
+        if ns != own:
+            found.add(ns)
     return found
