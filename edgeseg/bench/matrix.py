@@ -65,6 +65,8 @@ class Matrix:
 class JobOutcome:
     job: Job
     results: list = field(default_factory=list)
+    store_error: str | None = None  # the database failed; these results are in `fallback`
+    fallback: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -154,6 +156,7 @@ def run_matrix(matrix: Matrix, *, store: Any = None, base_options: dict[str, Any
                                      known_hosts=job.device.known_hosts, port=job.device.port, predict=job.device.predict,
                                      store=db if db is not None else False, **opts)
                 out.results, out.notes = res.results, res.notes
+                out.store_error, out.fallback = res.store_error, res.fallback
             except EdgesegError as exc:
                 out.error = str(exc)
             with lock:

@@ -368,4 +368,12 @@ def predict_result(subject, profile, precision: str, size, batch: int):
                        runtime_version="roofline-1", artifact=str(subject.path) if subject.path else None,
                        artifact_sha256=subject.sha256, artifact_kind=subject.kind,
                        settings={"runtime": pred.runtime, "fuse_pointwise": pred.fuse_pointwise},
-                       extra={"prediction": pred.as_dict(top=8)})
+                       extra={"prediction": {**pred.as_dict(top=8), **error_band(profile)}})
+
+
+def error_band(profile) -> dict:
+    """The latency model's measured error on this device, shown with every prediction."""
+    lm = profile.latency_model
+    if lm.error_pct is None:
+        return {"error_pct": None, "error_source": "not measured for this device: treat the number as an order of magnitude"}
+    return {"error_pct": lm.error_pct, "error_source": lm.error_source}

@@ -31,6 +31,7 @@ class Subject:
     arch: str | None = None
     notes: list[str] = field(default_factory=list)
     _fused: Any = None
+    arch_from_user: bool = False  # else it came from a manifest or ONNX metadata: untrusted
 
     @property
     def info(self):
@@ -85,6 +86,18 @@ class Subject:
                                "pass the checkpoint or a registered model name instead of the artifact")
 
         cfg = self.manifest.get("cfg") or {}
+        if not self.arch_from_user:
+            # a manifest is a file: it may select a registered model and its declared fields, never code
+            from edgeseg.checkpoint.cfg_schema import validate_cfg
+            from edgeseg.errors import CheckpointError
+            from edgeseg.registry import get_entry
+
+            if not isinstance(self.arch, str) or ":" in self.arch:
+                raise CheckpointError(f"the manifest of {self.path} names code to import as its architecture ({self.arch!r}); "
+                                      "edgeseg never imports code a file names",
+                                      "if you trust that module, pass --arch module:factory yourself")
+            entry = get_entry(self.arch)
+            cfg = validate_cfg(entry.name, entry.factory, cfg, f"manifest of {self.path}")
         try:
             self.model = create(self.arch, **cfg)
         except TypeError:
@@ -113,8 +126,8 @@ def resolve_subject(target: str | Path, arch: str | None = None, seed: int = 0, 
                 if len(dims) == 4 and dims[2] and dims[3]:
                     manifest["input_size"] = [dims[2], dims[3]]
         name = arch or manifest.get("arch") or p.name.split(".")[0]
-        return Subject(kind=kind, name=name, path=p, sha256=artifact_sha256(p), manifest=manifest,
-                       arch=arch or manifest.get("arch"))
+        return Subject(kind=kind, name=str(name), path=p, sha256=artifact_sha256(p), manifest=manifest,
+                       arch=arch or manifest.get("arch"), arch_from_user=bool(arch))
     if p.exists():
         model = load(p, arch)
         info = model.edgeseg

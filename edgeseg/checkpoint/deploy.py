@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from edgeseg import __version__
+from edgeseg.errors import CheckpointError
 
 META_PREFIX = "edgeseg."
 
@@ -29,22 +31,61 @@ def deploy_metadata(info: Any, **extra: Any) -> dict[str, str]:
     return meta
 
 
-def read_deploy_metadata(metadata: dict[str, str]) -> dict[str, Any] | None:
+def _meta_json(metadata: dict[str, str], key: str, default: str, source: str) -> Any:
+    try:
+        return json.loads(metadata.get(f"{META_PREFIX}{key}", default))
+    except (json.JSONDecodeError, TypeError, RecursionError):
+        raise CheckpointError(f"{source}: metadata field {META_PREFIX}{key} is not valid JSON",
+                              "re-create the deploy file with `edgeseg reparam`") from None
+
+
+def _meta_size(value: Any, key: str, source: str) -> tuple[int, int] | None:
+    if value is None or value == []:
+        return None
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in value)):
+        raise CheckpointError(f"{source}: metadata field {META_PREFIX}{key} must be [height, width] in 1..65536, got {value!r}",
+                              "re-create the deploy file with `edgeseg reparam`")
+    return tuple(value)
+
+
+def read_deploy_metadata(metadata: dict[str, str], source: str = "checkpoint") -> dict[str, Any] | None:
+    """edgeseg's fields of a safetensors header, validated: the file is untrusted.
+
+    `edgeseg.arch` may only name a registered architecture; a `module:factory` spec is code
+    to import, which only the user may name (`--arch`), never a file.
+    """
     if f"{META_PREFIX}arch" not in metadata:
         return None
-    get = lambda k, default=None: metadata.get(f"{META_PREFIX}{k}", default)  # noqa: E731
-    fixed = json.loads(get("fixed_input_size", "null"))
+    arch = metadata[f"{META_PREFIX}arch"]
+    if not isinstance(arch, str) or ":" in arch:
+        raise CheckpointError(
+            f"{source} names code to import as its architecture ({arch!r}); edgeseg never imports code a file names",
+            "if you trust that module, pass --arch module:factory yourself (arch= in Python)")
+    fixed = _meta_size(_meta_json(metadata, "fixed_input_size", "null", source), "fixed_input_size", source)
+    size = _meta_size(_meta_json(metadata, "input_size", "null", source), "input_size", source)
     return {
-        "arch": get("arch"),
-        "cfg": json.loads(get("cfg", "{}")),
-        "fused": get("reparameterized") == "true",
-        "input_size": tuple(json.loads(get("input_size", "null")) or ()) or None,
-        "fixed_input_size": tuple(fixed) if fixed else None,
-        "layout": get("layout"),
-        "source_sha256": get("source_sha256"),
-        "version": get("version"),
-        "preprocessing": _preprocessing(get("preprocessing")),
+        "arch": arch,
+        "cfg": _meta_json(metadata, "cfg", "{}", source),  # checked against the architecture by the loader
+        "fused": metadata.get(f"{META_PREFIX}reparameterized") == "true",
+        "input_size": size,
+        "fixed_input_size": fixed,
+        "layout": metadata.get(f"{META_PREFIX}layout"),
+        "source_sha256": metadata.get(f"{META_PREFIX}source_sha256"),
+        "version": metadata.get(f"{META_PREFIX}version"),
+        "preprocessing": _preprocessing(metadata.get(f"{META_PREFIX}preprocessing")),
     }
+
+
+def check_deploy_path(path: str | Path) -> Path:
+    """Deploy files are safetensors (no pickle, metadata for reloading): refuse other suffixes up front."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        from edgeseg.errors import OutputError
+
+        raise OutputError(f"deploy files are .safetensors; {path.name} ends in {path.suffix or 'no suffix'}",
+                          f"use -o {path.with_suffix('.safetensors').name}")
+    return path
 
 
 def _preprocessing(text: str | None) -> dict | None:

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgeseg.errors import CheckpointError
+from edgeseg.errors import CheckpointError, EdgesegError
+from edgeseg.registry import get_entry
 
 TIMM_LAYOUT = "timm"
 
@@ -87,9 +88,6 @@ def parse_timm_config(config: dict, where: Any) -> TimmHubConfig:
 
 def hub_architecture(hub: TimmHubConfig, where: Any) -> str:
     """The registered variant the hub's `architecture` names (timm and edgeseg share the names)."""
-    from edgeseg.errors import EdgesegError
-    from edgeseg.registry import get_entry
-
     try:
         entry = get_entry(hub.architecture)
     except EdgesegError as exc:

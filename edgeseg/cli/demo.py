@@ -8,15 +8,15 @@ from typing import Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import JSON_OPTION, console, emit
+from edgeseg.cli.common import JSON_OPTION, MAX_ITERATIONS, MAX_SEED, console, emit, number_option
 
 
-@app.command("demo")
+@app.command("demo", epilog="Example: edgeseg demo --model segformer_b0 --iterations 20")
 def demo_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Registered model to run (default fastvit_t8)."),
     workdir: Path = typer.Option(Path("edgeseg-demo"), "--workdir", help="Where the demo writes its files."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the demo weights."),
-    iterations: int = typer.Option(20, "--iterations", min=1, help="Host benchmark iterations per backend."),
+    seed: int = number_option(0, "--seed", lo=0, hi=MAX_SEED, help="Seed of the demo weights."),
+    iterations: int = number_option(20, "--iterations", lo=1, hi=MAX_ITERATIONS, help="Host benchmark iterations per backend."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run the pipeline end to end on a built-in model: reparam, ONNX export + parity, bench."""

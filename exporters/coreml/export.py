@@ -113,6 +113,10 @@ def _set_metadata(mlmodel, info, *, precision: str, target: str, size, norm, lab
         "edgeseg.normalization": norm.describe(), "edgeseg.precision": precision, "edgeseg.min_target": target,
         "edgeseg.postprocess": postprocess, "edgeseg.capture": capture, "edgeseg.version": __version__,
     }
+    from edgeseg.exporters.metadata import artifact_metadata
+
+    # the shared keys (channel order, resize, label set) that ONNX files carry too
+    meta = {**artifact_metadata(info, input_size=size, precision=precision, postprocess=postprocess, target="coreml"), **meta}
     if labels and info.task != "classification":
         meta["edgeseg.labels"] = "\n".join(labels)
     mlmodel.user_defined_metadata.update(meta)

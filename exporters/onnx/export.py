@@ -329,6 +329,29 @@ def _save(model, path: Path) -> None:
     onnx.checker.check_model(str(path))  # what was written reads back as a valid model
 
 
+def _record_metadata(model, request: ExportRequest, plan: OnnxPlan, manifest: dict[str, Any]) -> None:
+    """Preprocessing, task, labels and source hash go into the file itself (metadata_props), so
+    the .onnx runs correctly without its manifest."""
+    from edgeseg.exporters.metadata import artifact_metadata, set_onnx_metadata
+    from edgeseg.labels import check_count, read_label_file
+
+    labels = request.options.get("labels")
+    if labels is not None:
+        out = manifest["outputs"][0]
+        floating = out["dtype"] in ("float32", "float16")
+        num_classes = out["shape"][1] if floating and len(out["shape"]) in (2, 4) and isinstance(out["shape"][1], int) else None
+        if isinstance(labels, (list, tuple)):
+            check_count(labels, num_classes, "--labels")
+            labels = [str(x) for x in labels]
+        else:
+            labels = list(read_label_file(labels, num_classes).names)
+        manifest["labels"] = len(labels)
+    meta = artifact_metadata(request.model.edgeseg, input_size=plan.input_size, precision=plan.precision,
+                             postprocess=plan.postprocess, labels=labels, target="onnx")
+    set_onnx_metadata(model, meta)
+    manifest["metadata_props"] = sorted(meta)
+
+
 class OnnxExporter:
     name = "onnx"
     suffix = ".onnx"
@@ -337,6 +360,7 @@ class OnnxExporter:
         plan = plan_export(request)
         t0 = time.perf_counter()
         model, manifest = build_onnx(request.model, plan, seed=int(request.options.get("seed", 0)))
+        _record_metadata(model, request, plan, manifest)
         with atomic_output(request.output, overwrite=request.overwrite) as tmp:
             _save(model, tmp)
         manifest["wall_seconds"] = round(time.perf_counter() - t0, 3)

@@ -19,7 +19,7 @@ from edgeseg.errors import BackendUnavailable, EdgesegError
 from edgeseg.exporters.tensorrt.cuda import cuda_api
 from edgeseg.exporters.tensorrt.manifest import Platform, check_platform_supported
 
-INSTALL_HINT = ("install TensorRT 8.5-10.x with its Python bindings for this GPU (pip install tensorrt cuda-python), "
+INSTALL_HINT = ("on a machine with an NVIDIA GPU: pip install -c constraints.txt -e \".[trt]\" (TensorRT + pycuda, as the README says), "
                 "or build on the device: --device PROFILE --host user@device")
 
 

@@ -19,6 +19,7 @@ from edgeseg.registry import get_entry
 from edgeseg.testing import make_checkpoint, run_cli
 
 FP32_REL = 1e-5  # same weights, different module structure: float32 rounding only
+FUSED_REL = 1e-4  # fused vs unfused, as in test_mobileone (measured ~8e-6 for S0)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,7 +93,7 @@ def test_timm_mobileone_fused_loads_fused_and_matches(mobileone_s0):
     unfused = edgeseg.load(root / "mobileone_s0.apple.pth")
     x = torch.randn(2, 3, 160, 224)
     with torch.no_grad():
-        assert _rel(fused(x), unfused(x)) < FP32_REL
+        assert _rel(fused(x), unfused(x)) < FUSED_REL
 
 
 def test_timm_mobileone_against_timm_itself(mobileone_s0):
