@@ -425,6 +425,7 @@ class Device:
     known_hosts: Path
     rootfs: Path
     pid_namespace: str = ""  # every process of this stand-in lives in it (sshd, sessions, runners)
+    workdir: str = "/tmp"  # this session's own work area on the device (others may share the rootfs)
     user: str = USER
     address: str = "127.0.0.1"
 
@@ -447,6 +448,14 @@ def _keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeseg-standin", "-f", str(path)],
                    check=True, timeout=60, capture_output=True)
     return Path(str(path) + ".pub").read_text().strip()
+
+
+def _device_user_ids(rootfs: Path) -> tuple[int, int]:
+    for line in (rootfs / "etc" / "passwd").read_text().splitlines():
+        f = line.split(":")
+        if f[0] == USER:
+            return int(f[2]), int(f[3])
+    raise BuildError(f"the stand-in has no user {USER}; rebuild it (--rebuild)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -504,17 +513,22 @@ def serve(build: Build, cpu: str = DEFAULT_CPU, log: Log = print, start_timeout:
     everything (processes, mounts, session files) on exit, whatever happened."""
     rootfs = build.rootfs
     run_dir = rootfs / "run"
-    for stale in run_dir.glob(SESSION_PREFIX + "*"):  # sessions whose owner died without cleaning up
+    for stale in [*run_dir.glob(SESSION_PREFIX + "*"), *(rootfs / "tmp").glob(SESSION_PREFIX + "*")]:
+        # sessions whose owner died without cleaning up
         with contextlib.suppress(ValueError):
             if not _pid_alive(int(stale.name[len(SESSION_PREFIX):].split("-")[0])):
                 _remove_tree(stale)
     with _lock(build.root.parent / f".{build.root.name}.lock", False, log, "rebuilding the stand-in"):
-        session = run_dir / f"{SESSION_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        name = f"{SESSION_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        session, work = run_dir / name, rootfs / "tmp" / name
         inside = "/" + str(session.relative_to(rootfs))
         client = Path(tempfile.mkdtemp(prefix="edgeseg-standin-client-"))
         proc, namespace = None, ""
         try:
             session.mkdir(mode=0o755)
+            work.mkdir(mode=0o755)
+            uid, gid = _device_user_ids(rootfs)
+            os.chown(work, uid, gid)
             host_pub = _keygen(session / "host_ed25519")
             (session / "authorized_keys").write_text(_keygen(client / "id_ed25519") + "\n")
             (session / "authorized_keys").chmod(0o644)
@@ -551,13 +565,14 @@ def serve(build: Build, cpu: str = DEFAULT_CPU, log: Log = print, start_timeout:
             (client / "known_hosts").write_text(f"[127.0.0.1]:{port} {kind} {blob}\n")
             log(f"[stand-in] sshd up on 127.0.0.1:{port} (emulated {cpu})")
             yield Device(port=port, identity=client / "id_ed25519", known_hosts=client / "known_hosts", rootfs=rootfs,
-                         pid_namespace=namespace)
+                         pid_namespace=namespace, workdir=f"/tmp/{name}")
         finally:
             if proc is not None:
                 _stop(proc, namespace)
             left = processes_in(namespace) if namespace else []
-            with contextlib.suppress(Exception):
-                _remove_tree(session)
+            for d in (session, work):
+                with contextlib.suppress(Exception):
+                    _remove_tree(d)
             shutil.rmtree(client, ignore_errors=True)
             if left:
                 raise BuildError(f"processes still run in the stand-in after teardown: {left}")
@@ -616,9 +631,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\nedgeseg bench MODEL -d raspberry-pi-4 --host {dev.host} -i {dev.identity} "
                       f"--known-hosts {dev.known_hosts} --warmup 1 -n 3\n(timings are emulated; Ctrl-C stops the stand-in)",
                       flush=True)
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        time.sleep(3600)
+                while True:  # until Ctrl-C / SIGTERM: leaving the `with` stops everything, then exit 130
+                    time.sleep(3600)
         return 0
     except Unavailable as exc:
         print(f"{'note' if getattr(args, 'if_possible', False) else 'error'}: arm64 stand-in unavailable: {exc}", file=sys.stderr)
@@ -627,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: arm64 stand-in: {exc} (see the output above; rerun with --rebuild)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: nothing partial was kept", file=sys.stderr)
+        print("interrupted: the stand-in is stopped and nothing partial was kept", file=sys.stderr)
         return 130
 
 
