@@ -15,11 +15,12 @@ from typing import Any
 
 from edgeseg.atomic import atomic_output
 from edgeseg.checkpoint.deploy import deploy_metadata, read_deploy_metadata
-from edgeseg.checkpoint.detect import Detection, build_structure, detect
+from edgeseg.checkpoint.detect import Detection, _optional, build_structure, detect, diff_keys
 from edgeseg.checkpoint.layouts import KeyLayout
 from edgeseg.checkpoint.reader import RawCheckpoint, read_checkpoint
-from edgeseg.errors import DetectionError, EdgesegError, VerificationError
-from edgeseg.registry import ModelEntry, get_entry
+from edgeseg.checkpoint.timm_hub import TIMM_LAYOUT, hub_architecture, parse_timm_config
+from edgeseg.errors import CheckpointError, DetectionError, EdgesegError, VerificationError
+from edgeseg.registry import ModelEntry, get_entry, resolve_arch
 
 __all__ = ["ModelInfo", "ReparamResult", "create", "load", "load_raw", "reparameterize", "save_deploy", "resolve_custom"]
 
@@ -76,7 +77,7 @@ def create(name: str, *, pretrained_like: int | None = None, **cfg: Any):
     entry = resolve_custom(name) if _is_custom(name) else get_entry(name)
     model = entry.build(**cfg)
     if pretrained_like is not None:
-        from edgeseg.synthetic import randomize_weights_
+        from edgeseg.synthetic import randomize_weights_  # lazy: pulls torch
 
         d = entry.size_divisor
         calib = tuple(max(d * 2, (s // 2) // d * d) for s in entry.input_size)
@@ -86,34 +87,42 @@ def create(name: str, *, pretrained_like: int | None = None, **cfg: Any):
 
 
 def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int, int] | None = None) -> Detection:
-    meta = read_deploy_metadata(raw.metadata)
-    if meta and not arch:
-        arch = meta["arch"]
+    """Which architecture `raw` is. Only `arch` (the caller's own argument) may be a `module:factory`
+    spec, which imports and runs that module; the file's metadata may only name a registered model."""
+    from edgeseg.checkpoint.cfg_schema import validate_cfg
+
+    meta = read_deploy_metadata(raw.metadata, str(raw.path))
+    if meta and not _is_custom(arch):
+        meta_entry = get_entry(meta["arch"])  # unknown names are refused with suggestions
+        if arch and meta_entry not in resolve_arch(arch):
+            raise DetectionError(f"{raw.path} is a deploy file of {meta_entry.name}, not {arch}", "drop --arch or pass the right file")
+        arch = meta_entry.name
+        meta["cfg"] = validate_cfg(meta_entry.name, meta_entry.factory, meta["cfg"], str(raw.path))
     if _is_custom(arch):
         entry = resolve_custom(arch, input_size or (meta or {}).get("input_size"))
+        cfg = validate_cfg(arch, entry.factory, meta["cfg"], str(raw.path)) if meta else {}
         fused = meta["fused"] if meta else None
         candidates = (fused,) if fused is not None else (False, True)
         found = None
         for f in candidates:
-            model = build_structure(entry, (meta or {}).get("cfg", {}), f)
+            model = build_structure(entry, cfg, f)
             if set(model.state_dict()) == set(raw.state_dict):
                 found = f
                 break
         if found is None:
-            from edgeseg.checkpoint.detect import diff_keys
-
             model = build_structure(entry, {}, False)
             d = diff_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, raw.state_dict)
             raise DetectionError(f"checkpoint does not match {arch}: {d.describe()}", "check the factory or the checkpoint")
-        return Detection(entry, entry.layouts[0], found, (meta or {}).get("cfg", {}), raw.state_dict)
+        return Detection(entry, entry.layouts[0], found, cfg, raw.state_dict)
     if meta:
         return detect(raw.state_dict, arch=arch, fused=meta["fused"], cfg=meta["cfg"], canonical_only=True, input_size=meta["fixed_input_size"])
+    if raw.format == "timm-hub":
+        hub = parse_timm_config(raw.config, raw.path)
+        return detect(raw.state_dict, arch=arch or hub_architecture(hub, raw.path), layouts=(TIMM_LAYOUT,))
     return detect(raw.state_dict, arch=arch, hf_config=raw.config)
 
 
 def load_state_dict_strict(model, state_dict: dict) -> None:
-    from edgeseg.checkpoint.detect import _optional
-
     result = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in result.missing_keys if not _optional(k)]
     if missing or result.unexpected_keys:
@@ -133,7 +142,7 @@ def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int,
         raise
     load_state_dict_strict(model, det.state_dict)
     model.eval()
-    meta = read_deploy_metadata(raw.metadata) or {}
+    meta = read_deploy_metadata(raw.metadata, str(raw.path)) or {}
     info = _info(det.entry, det.cfg, layout=meta.get("layout") or det.layout.name, fused=det.fused, source_path=str(raw.path), source_format=raw.format,
                  source_sha256=meta.get("source_sha256") or raw.sha256, fixed_input_size=det.input_size)
     if det.input_size:
@@ -142,8 +151,33 @@ def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int,
         info.input_size = tuple(meta["input_size"])
     if input_size and _is_custom(det.entry.name):
         info.input_size = tuple(input_size)
+    if meta.get("preprocessing"):  # a deploy file keeps its own input size (set above)
+        _apply_preprocessing(info, meta["preprocessing"], size=False)
+    elif raw.format == "timm-hub":
+        _apply_preprocessing(info, _timm_hub_preprocessing(raw, det))
     model.edgeseg = info
     return model
+
+
+def _timm_hub_preprocessing(raw: RawCheckpoint, det: Detection) -> dict:
+    hub = parse_timm_config(raw.config, raw.path)
+    found = det.cfg.get("num_classes")
+    if hub.num_classes and found is not None and hub.num_classes != found:
+        raise CheckpointError(f"{raw.path}/config.json says num_classes={hub.num_classes} but the classifier has {found} outputs",
+                              "re-download the folder; config.json and the weights disagree")
+    return hub.preprocessing()
+
+
+def _apply_preprocessing(info: ModelInfo, prep: dict, size: bool = True) -> None:
+    """Preprocessing the checkpoint's own config defines (timm pretrained_cfg) replaces the
+    registry defaults, and is kept in `info.extra` so deploy files carry it on."""
+    if prep.get("mean"):
+        info.mean = tuple(float(v) for v in prep["mean"])
+    if prep.get("std"):
+        info.std = tuple(float(v) for v in prep["std"])
+    if size and prep.get("input_size") and not info.fixed_input_size:
+        info.input_size = tuple(int(v) for v in prep["input_size"])
+    info.extra["preprocessing"] = dict(prep)
 
 
 def load(path: str | Path, arch: str | None = None, *, input_size: tuple[int, int] | None = None):
@@ -176,16 +210,30 @@ def verification_sizes(info: ModelInfo, input_size: tuple[int, int] | None = Non
     return [main, other]
 
 
+def check_finite_weights(model) -> None:
+    """Refuse NaN/Inf parameters and buffers by name: fused outputs would be NaN too, and the
+    equivalence gate would then blame the fusion for what the checkpoint holds."""
+    import torch
+
+    bad = [k for k, v in model.state_dict().items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        source = getattr(getattr(model, "edgeseg", None), "source_path", None) or "the model"
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise EdgesegError(f"{source} holds NaN/Inf values in {len(bad)} tensor(s): {shown}",
+                           "the checkpoint is damaged or diverged in training; use a healthy checkpoint")
+
+
 def reparameterize(model, *, verify: bool = True, input_size: tuple[int, int] | None = None, inplace: bool = False,
                    tolerance: float | None = None, seed: int | None = None, sizes: list[tuple[int, int]] | None = None):
     """Fuse every reparameterizable block; with `verify`, prove fused == unfused or raise.
 
     Returns (fused_model, ReparamResult). The input model is left untouched unless `inplace`.
     """
-    from edgeseg.reparam.verify import FP32_REL_TOL, check_equivalence
-    from edgeseg.reparam.walker import reparameterize_model
+    from edgeseg.reparam.verify import FP32_REL_TOL, check_equivalence  # lazy: pulls torch
+    from edgeseg.reparam.walker import reparameterize_model  # lazy: pulls torch
 
     info: ModelInfo | None = getattr(model, "edgeseg", None)
+    check_finite_weights(model)
     fused = model if inplace else copy.deepcopy(model)
     reference = copy.deepcopy(model) if (verify and inplace) else model
     size = tuple(input_size or (info.fixed_input_size or info.input_size if info else (224, 224)))
@@ -223,6 +271,9 @@ def save_deploy(model: Any, path: str | Path, *, overwrite: bool = False, **extr
     """Write `model` (loaded or built by edgeseg) and check it loads back before renaming."""
     from safetensors.torch import save_file  # lazy: pulls torch
 
+    from edgeseg.checkpoint.deploy import check_deploy_path
+
+    check_deploy_path(path)
     info = model.edgeseg
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_output(path, overwrite=overwrite) as tmp:

@@ -12,11 +12,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+import sys
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeseg.atomic import atomic_output
+import edgeseg.device_profiles as pkg
 from edgeseg.errors import EdgesegError
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -24,16 +26,21 @@ Runtime = Literal["onnxruntime", "tensorrt", "coreml", "pytorch"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # profiles are untrusted files: no unknown fields, no NaN/inf numbers
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Dim = Annotated[int, Field(ge=1, le=16384)]
+Opset = Annotated[int, Field(ge=7, le=30)]
 
 
 class ExportConstraints(_Strict):
-    opset_max: Optional[int] = Field(None, description="Highest ONNX opset the target's parser accepts.")
-    opset_default: Optional[int] = None
+    opset_max: Optional[Opset] = Field(None, description="Highest ONNX opset the target's parser accepts.")
+    opset_default: Optional[Opset] = None
     avoid_ops: list[str] = Field(default_factory=list, description="ONNX op types the target cannot run (e.g. LayerNormalization).")
     static_shapes: bool = False
-    input_size: Optional[tuple[int, int]] = None
-    size_divisor: Optional[int] = None
+    input_size: Optional[tuple[Dim, Dim]] = None
+    size_divisor: Optional[int] = Field(None, ge=1, le=1024)
     coreml_min_target: Optional[str] = Field(None, description="coremltools minimum_deployment_target name, e.g. iOS16.")
 
 
@@ -51,11 +58,11 @@ class Software(_Strict):
 class Ceiling(_Strict):
     """Throughput ceilings for the roofline latency model (measured where possible)."""
 
-    gflops: float = Field(gt=0, description="Sustained compute, GFLOP/s (2 FLOPs per MAC).")
-    gbps: float = Field(gt=0, description="Sustained memory bandwidth, GB/s.")
-    layer_overhead_us: float = Field(0.0, ge=0, description="Fixed cost per layer (launch/dispatch), microseconds.")
+    gflops: float = Field(ge=1e-3, le=1e7, description="Sustained compute, GFLOP/s (2 FLOPs per MAC).")
+    gbps: float = Field(ge=1e-3, le=1e6, description="Sustained memory bandwidth, GB/s.")
+    layer_overhead_us: float = Field(0.0, ge=0, le=1e6, description="Fixed cost per layer (launch/dispatch), microseconds.")
     # Dispatch cost differs between runtimes on one device (eager PyTorch vs ONNX Runtime).
-    runtime_overhead_us: dict[str, float] = Field(default_factory=dict, description="Per-runtime override of layer_overhead_us.")
+    runtime_overhead_us: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict, description="Per-runtime override of layer_overhead_us.")
 
     def overhead_us(self, runtime: Optional[str] = None) -> float:
         return self.runtime_overhead_us.get(runtime or "", self.layer_overhead_us)
@@ -66,6 +73,8 @@ class LatencyModel(_Strict):
 
     fuse_pointwise: bool = Field(True, description="The runtime fuses activations/adds into the producing layer (TensorRT, Core ML, ORT).")
     calibration: Optional[str] = Field(None, description="Where the ceilings come from (spec sheet, measured, fitted).")
+    error_pct: Optional[float] = Field(None, ge=0, description="Measured mean |relative error| of predictions for this device (%).")
+    error_source: Optional[str] = Field(None, description="What error_pct was measured against (models, published numbers, benchmark).")
 
 
 class Access(_Strict):
@@ -83,7 +92,7 @@ class DeviceProfile(_Strict):
     runtime: Runtime
     precisions: list[Precision] = Field(min_length=1)
     default_precision: Precision
-    threads: Optional[int] = Field(None, ge=1)
+    threads: Optional[int] = Field(None, ge=1, le=4096)
     export: ExportConstraints = Field(default_factory=ExportConstraints)
     software: Software = Field(default_factory=Software)
     ceilings: dict[Precision, Ceiling] = Field(default_factory=dict)
@@ -129,8 +138,6 @@ class DeviceProfile(_Strict):
 
 
 def builtin_dir() -> Path:
-    import edgeseg.device_profiles as pkg
-
     return Path(pkg.__file__).parent
 
 
@@ -152,7 +159,9 @@ def load_profile_file(path: Path) -> DeviceProfile:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise EdgesegError(f"device profile {path} is not readable YAML ({exc.__class__.__name__})", "fix the file") from None
     except yaml.YAMLError as exc:
         raise EdgesegError(f"device profile {path} is not valid YAML ({exc.__class__.__name__})", "fix the file's syntax") from exc
     if not isinstance(data, dict):
@@ -165,20 +174,46 @@ def load_profile_file(path: Path) -> DeviceProfile:
         raise EdgesegError(f"device profile {path}: field '{field}': {err['msg']}", "fix that field (see `edgeseg devices show jetson-nano`)") from exc
 
 
-def load_profiles() -> dict[str, DeviceProfile]:
-    profiles: dict[str, DeviceProfile] = {}
+_warned: set[str] = set()
+
+
+def _scan() -> tuple[dict[str, tuple[DeviceProfile, Path]], dict[str, EdgesegError]]:
+    """Every profile by name, and the user files that failed (by file stem).
+
+    A broken built-in is a bug and raises; a broken user file is skipped with one warning,
+    so one bad file in $EDGESEG_PROFILES cannot break every command (see get_profile).
+    """
+    found: dict[str, tuple[DeviceProfile, Path]] = {}
+    broken: dict[str, EdgesegError] = {}
+    builtin = builtin_dir()
     for d in _search_dirs():
         if d.is_dir():
             for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-                p = load_profile_file(f)
-                profiles[p.name] = p
-    return profiles
+                try:
+                    p = load_profile_file(f)
+                except EdgesegError as exc:
+                    if d == builtin:
+                        raise
+                    broken[f.stem] = exc
+                    if str(f) not in _warned:
+                        _warned.add(str(f))
+                        print(f"warning: skipped {exc}", file=sys.stderr)
+                    continue
+                found[p.name] = (p, f)
+    return found, broken
+
+
+def load_profiles() -> dict[str, DeviceProfile]:
+    return {name: p for name, (p, _) in _scan()[0].items()}
 
 
 def get_profile(name: str, *, threads: Optional[int] = None) -> DeviceProfile:
     """The named profile; `detect: true` profiles (host-cpu) are filled in for this machine
     (with `threads`, for that thread count: its calibration is measured per thread count)."""
-    profiles = load_profiles()
+    found, broken = _scan()
+    profiles = {n: p for n, (p, _) in found.items()}
+    if name not in profiles and name in broken:
+        raise broken[name]  # the profile asked for is the broken file: its error, not "unknown"
     if name in profiles:
         p = profiles[name]
         if p.detect:
@@ -193,12 +228,7 @@ def get_profile(name: str, *, threads: Optional[int] = None) -> DeviceProfile:
 
 def profile_paths() -> dict[str, Path]:
     """Which file each profile name resolves to (later directories override earlier ones)."""
-    found: dict[str, Path] = {}
-    for d in _search_dirs():
-        if d.is_dir():
-            for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-                found[load_profile_file(f).name] = f
-    return found
+    return {name: f for name, (_, f) in _scan()[0].items()}
 
 
 def cpu_model() -> str:

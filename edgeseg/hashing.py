@@ -44,3 +44,14 @@ def artifact_sha256(path: str | Path) -> str:
         h.update(f.relative_to(path).as_posix().encode() + b"\0")
         _feed(h, f)
     return h.hexdigest()
+
+
+def files_sha256(files: list[Path], root: str | Path) -> str:
+    """sha256 of the given files under `root`, in the directory scheme (relative path, NUL, bytes):
+    a checkpoint directory is hashed over exactly the files that were loaded from it."""
+    root = Path(root).resolve()
+    h = hasher()
+    for f in files:
+        h.update(Path(f).resolve().relative_to(root).as_posix().encode() + b"\0")
+        _feed(h, Path(f))
+    return h.hexdigest()

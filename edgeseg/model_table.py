@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from edgeseg.registry import list_models
 
 
 def _describe(entry, with_macs: bool, device: str) -> dict[str, Any]:
@@ -10,8 +11,8 @@ def _describe(entry, with_macs: bool, device: str) -> dict[str, Any]:
 
     import torch
 
-    from edgeseg.analysis import count_macs, count_params
-    from edgeseg.reparam.walker import reparameterize_model
+    from edgeseg.analysis import count_macs, count_params  # lazy: pulls torch
+    from edgeseg.reparam.walker import reparameterize_model  # lazy: pulls torch
 
     with torch.device(device):
         model = entry.build()
@@ -36,8 +37,6 @@ def _describe(entry, with_macs: bool, device: str) -> dict[str, Any]:
 def describe_models(family: str | None = None, with_macs: bool = True) -> list[dict[str, Any]]:
     """Sizes come from meta-device builds (no weights, no compute); models whose forward
     needs real data fall back to the CPU."""
-    from edgeseg.registry import list_models
-
     rows = []
     for entry in list_models(family):
         try:

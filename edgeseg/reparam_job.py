@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from edgeseg.api import load, reparameterize, save_deploy
+from edgeseg.atomic import check_output_path
+from edgeseg.timing import time_torch_model
 
 
 def default_deploy_path(ckpt: Path) -> Path:
@@ -24,13 +27,12 @@ def reparam_checkpoint(
     model=None,
 ) -> dict[str, Any]:
     """Load (or take `model`), fuse, verify, measure, and write the deploy checkpoint."""
-    from edgeseg.analysis import count_macs, count_params
-    from edgeseg.api import load, reparameterize, save_deploy
-    from edgeseg.atomic import check_output_path
-    from edgeseg.timing import time_torch_model
+    from edgeseg.analysis import count_macs, count_params  # lazy: pulls torch
+    from edgeseg.checkpoint.deploy import check_deploy_path
 
     ckpt = Path(ckpt)
     out = Path(out) if out else default_deploy_path(ckpt)
+    check_deploy_path(out)
     check_output_path(out, overwrite)  # fail before the expensive part
     model = model if model is not None else load(ckpt, arch, input_size=input_size)
     info = model.edgeseg
@@ -59,5 +61,10 @@ def reparam_checkpoint(
             "after": after.as_dict(),
             "speedup": before.median_ms / after.median_ms,
         }
+        from edgeseg.noise import noise_flags
+
+        flags = [f"{tag}: {f}" for tag, st in (("before", before), ("after", after)) for f in noise_flags(st)]
+        if flags:  # a ratio of noisy medians is not a result: say so next to it
+            summary["latency_ms"]["unreliable"] = flags
     save_deploy(fused, out, overwrite=overwrite)
     return summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from edgeseg.errors import EdgesegError
 
 
@@ -17,4 +19,31 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         dims = dims * 2
     if len(dims) != 2 or min(dims) <= 0:
         raise EdgesegError(f"invalid input size {text!r}", "use HxW, e.g. 256x256, or one number")
+    check_input_size(dims[0], dims[1])
     return dims[0], dims[1]
+
+
+MAX_SIDE = 16384
+# A lower bound on the peak activation memory per input pixel of any model edgeseg runs: the
+# fp32 input (12 B) plus the first feature maps (16-64 channels at 1/2 resolution). Real models
+# need more, so a size refused here could never have run.
+MIN_BYTES_PER_PIXEL = 64
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_input_size(h: int, w: int) -> None:
+    """Refuse sizes that cannot fit in memory, before anything is allocated."""
+    if max(h, w) > MAX_SIDE:
+        raise EdgesegError(f"input size {h}x{w} is over {MAX_SIDE} per side, more than fits in memory for any model here",
+                           "pass a smaller --input-size")
+    mem = physical_memory()
+    need = h * w * MIN_BYTES_PER_PIXEL
+    if mem and need > mem:
+        raise EdgesegError(f"input size {h}x{w} needs at least {need / 2**30:.0f} GiB of activation memory, "
+                           f"more than this machine's {mem / 2**30:.0f} GiB", "pass a smaller --input-size")

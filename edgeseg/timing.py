@@ -7,6 +7,7 @@ lazy initialisation (allocator growth, kernel selection) that users pay once.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Callable
 from edgeseg.stats import LatencyStats
 from edgeseg.errors import EdgesegError
 
+MAX_WARMUP_COUNT = 1_000_000
+MAX_WARMUP_SECONDS = 3600
 _WARMUP = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|ms|sec|secs)?\s*$", re.IGNORECASE)
 
 
@@ -37,6 +40,8 @@ class Warmup:
         if not m:
             raise EdgesegError(f"invalid warm-up {spec!r}", "use a count (10) or a duration (2s, 500ms)")
         value, unit = float(m.group(1)), (m.group(2) or "").lower()
+        if not math.isfinite(value) or value > (MAX_WARMUP_COUNT if not unit else MAX_WARMUP_SECONDS * (1000 if unit == "ms" else 1)):
+            raise EdgesegError(f"invalid warm-up {spec!r}", f"use at most {MAX_WARMUP_COUNT} iterations or {MAX_WARMUP_SECONDS} s")
         if not unit:
             if value != int(value):
                 raise EdgesegError(f"invalid warm-up {spec!r}", "a count must be a whole number; durations need a unit (2s)")

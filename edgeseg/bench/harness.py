@@ -71,6 +71,8 @@ class BenchOutcome:
     results: list[BenchResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     db: str | None = None
+    store_error: str | None = None  # the database failed; the runs are in `fallback`
+    fallback: str | None = None
 
     @property
     def parity_failed(self) -> list[BenchResult]:
@@ -78,6 +80,7 @@ class BenchOutcome:
 
     def as_dict(self, with_times: bool = False) -> dict[str, Any]:
         return {"target": self.target, "device": self.device, "db": self.db, "notes": self.notes,
+                "store_error": self.store_error, "fallback": self.fallback,
                 "results": [r.as_dict(with_times=with_times) for r in self.results]}
 
 
@@ -130,7 +133,21 @@ def bench_artifact(target: str | Path, device: str = "host-cpu", *, host: str | 
         outcome.results.extend(bench_remote(subject, profile, precision, size, opts, host, identity, known_hosts, port, say,
                                             outcome.notes))
     if db is not None:
-        for r in outcome.results:
-            db.add(r)
-        outcome.db = str(db.path)
+        store_results(outcome, db)
     return outcome
+
+
+def store_results(outcome: "BenchOutcome", db) -> None:
+    """Add the runs to the database; if it fails, keep them in a fallback file (never lose a measurement)."""
+    from edgeseg.bench.store import StoreError, save_fallback
+
+    try:
+        for r in outcome.results:
+            if r.id is None:
+                db.add(r)
+        outcome.db = str(db.path)
+    except StoreError as exc:
+        unsaved = [r for r in outcome.results if r.id is None]
+        outcome.store_error = str(exc)
+        outcome.fallback = str(save_fallback(unsaved, Path(db.path)))
+

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edgeseg.bench import harness  # by module: tests replace harness.bench_artifact
+from edgeseg.devices import get_profile
 from edgeseg.errors import EdgesegError
 from edgeseg.sizes import parse_size
 
@@ -63,6 +65,8 @@ class Matrix:
 class JobOutcome:
     job: Job
     results: list = field(default_factory=list)
+    store_error: str | None = None  # the database failed; these results are in `fallback`
+    fallback: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -118,7 +122,6 @@ def load_matrix(path: str | Path) -> Matrix:
         devices.append(DeviceSpec(**d))
     if not devices:
         raise EdgesegError(f"matrix file {p}: 'devices' is empty", "list at least one profile, e.g. devices: [host-cpu]")
-    from edgeseg.devices import get_profile
 
     for d in devices:
         get_profile(d.name)  # fail early on a typo, before hours of sweeping
@@ -132,9 +135,7 @@ def run_matrix(matrix: Matrix, *, store: Any = None, base_options: dict[str, Any
                on_job_start: Callable[[Job], None] | None = None, on_job_done: Callable[[JobOutcome], None] | None = None,
                max_parallel_devices: int | None = None) -> list[JobOutcome]:
     """Run every job; one worker per device (sequential within a device), devices in parallel."""
-    from edgeseg.bench.harness import _open_store, bench_artifact
-
-    db = _open_store(store)
+    db = harness._open_store(store)
     all_jobs = matrix.jobs()
     by_device: dict[str, list[Job]] = {}
     for job in all_jobs:
@@ -151,10 +152,11 @@ def run_matrix(matrix: Matrix, *, store: Any = None, base_options: dict[str, Any
                 opts["input_size"] = job.size
             out = JobOutcome(job)
             try:
-                res = bench_artifact(job.model, job.device.name, host=job.device.host, identity=job.device.identity,
+                res = harness.bench_artifact(job.model, job.device.name, host=job.device.host, identity=job.device.identity,
                                      known_hosts=job.device.known_hosts, port=job.device.port, predict=job.device.predict,
                                      store=db if db is not None else False, **opts)
                 out.results, out.notes = res.results, res.notes
+                out.store_error, out.fallback = res.store_error, res.fallback
             except EdgesegError as exc:
                 out.error = str(exc)
             with lock:

@@ -8,8 +8,10 @@ write concurrently (SQLite serialises them; a busy timeout covers the waits).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -94,10 +96,51 @@ class Comparison:
                 "notes": self.notes}
 
 
+class StoreError(EdgesegError):
+    """The results database cannot be read or written."""
+
+
+def _db_errors(fn):
+    """sqlite3 errors become one StoreError naming the database and how to recover."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "readonly" in text or "read-only" in text or "unable to open" in text or "locked" in text:
+                fix = "make it writable or pass another --db"
+            else:
+                fix = (f"recover what is readable with `sqlite3 {self.path} .recover | sqlite3 recovered.sqlite`, or move it away; "
+                       "runs saved to fallback files can be re-added with `edgeseg results import FILE`")
+            raise StoreError(f"results database {self.path} failed ({text})", fix) from exc
+
+    return wrapper
+
+
 class ResultStore:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path).expanduser() if path else default_db_path()
         self._init()
+
+    @_db_errors
+    def check(self) -> None:
+        """Raise StoreError if the file is damaged (SQLite's quick check)."""
+        con = self._connect()
+        try:
+            row = con.execute("PRAGMA quick_check").fetchone()
+        finally:
+            con.close()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {row[0] if row else 'no answer'}")
+
+    @_db_errors
+    def import_file(self, path: str | os.PathLike) -> list[int]:
+        """Add the runs of a fallback file (written when the database could not be) and return their ids."""
+        data = _read_fallback(Path(path))
+        return [self.add(BenchResult.from_dict(rec)) for rec in data]
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -122,10 +165,12 @@ class ResultStore:
                     raise EdgesegError(f"results database {self.path} was written by a newer edgeseg (schema {row['value']})",
                                        "upgrade edgeseg or use another --db")
         except sqlite3.DatabaseError as exc:
-            raise EdgesegError(f"{self.path} is not an edgeseg results database ({exc})", "pass another --db") from exc
+            raise StoreError(f"{self.path} is not a readable edgeseg results database ({exc})",
+                             f"pass another --db, or recover it with `sqlite3 {self.path} .recover | sqlite3 recovered.sqlite`") from exc
         finally:
             con.close()
 
+    @_db_errors
     def add(self, r: BenchResult) -> int:
         s = r.stats
         rec = r.as_dict()
@@ -159,6 +204,7 @@ class ResultStore:
         r.id = int(row["id"])
         return r
 
+    @_db_errors
     def get(self, run_id: int) -> BenchResult:
         con = self._connect()
         try:
@@ -169,6 +215,7 @@ class ResultStore:
             raise EdgesegError(f"no run {run_id} in {self.path}", "see `edgeseg results list`")
         return self._row(row)
 
+    @_db_errors
     def latest_id(self) -> int | None:
         con = self._connect()
         try:
@@ -177,6 +224,7 @@ class ResultStore:
             con.close()
         return row["m"]
 
+    @_db_errors
     def list(self, *, model: str | None = None, device: str | None = None, backend: str | None = None,
              predicted: bool | None = None, ids: Iterable[int] | None = None, limit: int | None = 50) -> list[BenchResult]:
         where, args = [], []
@@ -207,7 +255,48 @@ class ResultStore:
         return compare_results(self.get(baseline_id), self.get(candidate_id))
 
 
+def fallback_path(db_path: Path) -> Path:
+    """Where runs go when the database cannot take them: beside it if that folder is writable,
+    else the user cache dir."""
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    name = f"{db_path.stem}.unsaved-{stamp}.json"
+    parent = db_path.parent
+    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+        return parent / name
+    from platformdirs import user_cache_dir
+
+    cache = Path(user_cache_dir("edgeseg")) / "unsaved-results"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache / name
+
+
+def save_fallback(results: list[BenchResult], db_path: Path) -> Path:
+    """Keep measured runs in a JSON file that `edgeseg results import` adds to a database later."""
+    from edgeseg.atomic import atomic_output
+
+    path = fallback_path(db_path)
+    payload = {"edgeseg_unsaved_results": 1, "db": str(db_path),
+               "runs": [{k: v for k, v in r.as_dict(with_times=True).items() if k != "id"} for r in results]}
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
+    return path
+
+
+def _read_fallback(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise EdgesegError(f"cannot read {path} ({type(exc).__name__})", "pass a file written by `edgeseg bench` when the database failed") from None
+    if not isinstance(data, dict) or data.get("edgeseg_unsaved_results") != 1 or not isinstance(data.get("runs"), list):
+        raise EdgesegError(f"{path} is not an edgeseg results file", "pass a file written by `edgeseg bench` when the database failed")
+    return [r for r in data["runs"] if isinstance(r, dict)]
+
+
 def compare_results(a: BenchResult, b: BenchResult) -> Comparison:
+    for r in (a, b):
+        if r.emulated:
+            raise EdgesegError(f"run {r.id} ran on an emulated device ({r.emulated}): its latency says nothing about a board",
+                               "compare runs measured on real hardware")
     notes = []
     for what, x, y in (("model", a.model, b.model), ("device", a.device, b.device), ("backend", a.backend, b.backend),
                        ("precision", a.precision, b.precision), ("input size", tuple(a.input_size), tuple(b.input_size)),
@@ -220,6 +309,11 @@ def compare_results(a: BenchResult, b: BenchResult) -> Comparison:
         notes.append(f"runtime version differs ({a.runtime_version} vs {b.runtime_version})")
     if a.artifact_sha256 and b.artifact_sha256 and a.artifact_sha256 == b.artifact_sha256:
         notes.append("same artifact (identical hash)")
+    from edgeseg.noise import noise_flags
+
+    for tag, r in (("A", a), ("B", b)):
+        for flag in noise_flags(r.stats) if not r.predicted else []:
+            notes.append(f"run {r.id} ({tag}) is noisy: {flag}")
     ma, mb = a.median_ms, b.median_ms
     if not ma or mb is None:
         raise EdgesegError(f"run {a.id} has no latency to compare against", "pick runs that completed")
@@ -228,9 +322,15 @@ def compare_results(a: BenchResult, b: BenchResult) -> Comparison:
 
 def regression_gate(comparison: Comparison, max_slower_pct: float) -> None:
     """Raise RegressionError when the candidate is slower than the baseline by more than `max_slower_pct`%."""
-    if max_slower_pct < 0:
+    if not math.isfinite(max_slower_pct) or max_slower_pct < 0:
         raise EdgesegError(f"--fail-if-slower must be >= 0 (got {max_slower_pct})", "pass a percentage, e.g. 5")
     c = comparison
+    from edgeseg.noise import comparability_problems
+
+    problems = comparability_problems(c.baseline, c.candidate)
+    if problems:
+        raise EdgesegError(f"cannot gate run {c.candidate.id} against run {c.baseline.id}: {'; '.join(problems)}",
+                           "gate measured runs of one device against each other (compare without --fail-if-slower to see them)")
     if c.change_pct > max_slower_pct:
         raise RegressionError(
             f"run {c.candidate.id} is {c.change_pct:.1f}% slower than baseline run {c.baseline.id} "

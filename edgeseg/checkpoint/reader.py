@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.checkpoint.timm_hub import is_timm_hub_config
 from edgeseg.errors import CheckpointError
-from edgeseg.hashing import artifact_sha256
+from edgeseg.hashing import artifact_sha256, files_sha256
 
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -19,7 +20,7 @@ _HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 @dataclass
 class RawCheckpoint:
     path: Path
-    format: str  # "torch" | "safetensors" | "hf-dir"
+    format: str  # "torch" | "safetensors" | "hf-dir" | "timm-hub"
     state_dict: dict[str, Any]
     metadata: dict[str, str] = field(default_factory=dict)  # safetensors header metadata
     config: dict[str, Any] | None = None  # a Hugging Face config.json
@@ -58,6 +59,32 @@ def _unsafe_globals(path: Path, message: str) -> list[str]:
     return names or re.findall(r"Unsupported global: GLOBAL ([\w.]+)", message)
 
 
+def _legacy_globals(path: Path) -> list[str]:
+    """The globals a legacy (non-zip) pickle would import, read with pickletools (never executed)."""
+    import pickletools
+    import zipfile as _zip
+
+    if _zip.is_zipfile(path):
+        return []
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            size = path.stat().st_size
+            while f.tell() < size:  # torch's legacy format is several pickles in a row
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                        names.append(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.append(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+    except Exception:  # raw tensor bytes follow the pickles, or the stream is damaged: keep what was found
+        pass
+    allowed = ("torch.", "collections.OrderedDict", "numpy.")
+    return sorted({n for n in names if not n.startswith(allowed)})
+
+
 def _torch_load(path: Path) -> Any:
     import torch
 
@@ -65,7 +92,7 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        names = _unsafe_globals(path, str(exc))
+        names = _unsafe_globals(path, str(exc)) or _legacy_globals(path)
         if names:
             raise CheckpointError(
                 f"{path} needs arbitrary Python objects to load ({', '.join(names)}); edgeseg never unpickles them",
@@ -76,6 +103,12 @@ def _torch_load(path: Path) -> Any:
         first = str(exc).splitlines()[0].split(". ")[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or corrupt ({first})", "re-download or re-save the checkpoint") from exc
     except Exception as exc:  # the unpickler fails in many ways on files that are not checkpoints
+        names = _legacy_globals(path)
+        if names:
+            raise CheckpointError(
+                f"{path} needs arbitrary Python objects to load ({', '.join(names)}); edgeseg never unpickles them",
+                "re-save only its state_dict (or convert it to .safetensors) from code you trust",
+            ) from exc
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__})",
                               "pass a .pth/.pt/.safetensors file or a Hugging Face model directory") from exc
 
@@ -115,32 +148,70 @@ def _unwrap(obj: Any, path: Path) -> tuple[dict, str | None, dict]:
     return dict(obj), wrapper, extra
 
 
+def _inside(root: Path, name: Any, source: Path) -> Path:
+    """`name` from an index file, resolved (after symlinks) and required to stay inside `root`."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise CheckpointError(f"{source} names an invalid weights file {name!r}", "fix or re-download the index file")
+    target = (root / name).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise CheckpointError(f"{source} points outside {root} ({name!r}); edgeseg reads only files inside the checkpoint directory",
+                              "fix or re-download the index file")
+    return target
+
+
+def _read_json_object(path: Path) -> dict:
+    """A JSON object from an untrusted file, or one clear CheckpointError."""
+    fix = f"fix or re-download {path.name}"
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not UTF-8 text", fix) from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a config", fix) from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", fix) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} ({exc.strerror or exc})", "check the file's permissions") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not a {type(data).__name__}", fix)
+    return data
+
+
 def _read_hf_dir(path: Path) -> RawCheckpoint:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{path} is a directory without config.json", "pass a Hugging Face model directory or a checkpoint file")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({exc})", "fix or re-download config.json") from exc
+    config = _read_json_object(_inside(path, "config.json", path))
+    loaded: list[Path] = [_inside(path, "config.json", path)]  # every file read, for the source hash
     files: list[Path] = []
     for idx in _HF_INDEXES:
         if (path / idx).is_file():
-            weight_map = json.loads((path / idx).read_text()).get("weight_map", {})
-            files = [path / f for f in sorted(set(weight_map.values()))]
+            index_path = _inside(path, idx, path)
+            weight_map = _read_json_object(index_path).get("weight_map", {})
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise CheckpointError(f"{index_path} has no weight_map object", f"fix or re-download {idx}")
+            loaded.append(index_path)
+            files = [_inside(path, f, index_path) for f in sorted(set(map(str, weight_map.values())))]
             break
     else:
-        files = [path / f for f in _HF_WEIGHTS if (path / f).is_file()][:1]
+        files = [_inside(path, f, path) for f in _HF_WEIGHTS if (path / f).is_file()][:1]
     if not files:
         raise CheckpointError(f"{path} has no weights ({' or '.join(_HF_WEIGHTS)})", "add the weights file next to config.json")
     sd: dict = {}
     for f in files:
+        if not f.is_file():
+            raise CheckpointError(f"{path} lists a weights file that is missing ({f.name})", "re-download the checkpoint")
         if f.suffix == ".safetensors":
             part, _ = _safetensors_load(f)
         else:
             part, _, _ = _unwrap(_torch_load(f), f)
         sd.update(part)
-    return RawCheckpoint(path=path, format="hf-dir", state_dict=sd, config=config)
+        loaded.append(f)
+    # A timm hub folder has the same files, but its config.json is timm's, not transformers'.
+    fmt = "timm-hub" if is_timm_hub_config(config) else "hf-dir"
+    raw = RawCheckpoint(path=path, format=fmt, state_dict=sd, config=config)
+    raw.sha256 = files_sha256(loaded, path)
+    return raw
 
 
 def read_checkpoint(path: str | Path) -> RawCheckpoint:
@@ -158,5 +229,6 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
             raise CheckpointError(f"{path} is empty", "re-download or re-save the checkpoint")
         sd, wrapper, extra = _unwrap(_torch_load(path), path)
         raw = RawCheckpoint(path=path, format="torch", state_dict=sd, wrapper=wrapper, extra=extra)
-    raw.sha256 = artifact_sha256(path)
+    if not raw.sha256:  # a HF directory is hashed over the files that were read
+        raw.sha256 = artifact_sha256(path)
     return raw

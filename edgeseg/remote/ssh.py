@@ -105,6 +105,25 @@ class Completed:
         return f"exit status {self.returncode}, no output"
 
 
+def _group_script(inner: str, cwd: str | None) -> str:
+    """The remote shell script around a command: it runs in its own process group (setsid,
+    where the device has it), its group id is reported first, and a watchdog kills the group
+    when the channel's stdin closes, i.e. when edgeseg disconnects, is interrupted or dies.
+    Without it, an SSH command without a pty keeps running after the client goes away."""
+    return "\n".join([
+        (f"cd {shlex.quote(cwd)} || exit 127" if cwd else ":"),
+        "exec 3<&0",  # background jobs get /dev/null as stdin: keep the channel's for the watchdog
+        f"if command -v setsid >/dev/null 2>&1; then setsid {inner} </dev/null 3<&- & else {inner} </dev/null 3<&- & fi",
+        "pid=$!",
+        f"echo {_PID_MARK}$pid",
+        '(cat <&3 >/dev/null; kill -TERM -"$pid" "$pid" 2>/dev/null; sleep 1; kill -KILL -"$pid" "$pid" 2>/dev/null) >/dev/null 2>&1 &',
+        "dog=$!",
+        'wait "$pid"; rc=$?',
+        'kill "$dog" 2>/dev/null',
+        'exit "$rc"',
+    ])
+
+
 def default_known_hosts() -> Path:
     return Path(os.path.expanduser("~/.ssh/known_hosts"))
 
@@ -205,7 +224,7 @@ class SSHSession:
         inner = shlex.join([str(a) for a in argv])
         if env:
             inner = shlex.join(["env", *[f"{k}={v}" for k, v in env.items()]]) + " " + inner
-        script = f"echo {_PID_MARK}$$; " + (f"cd {shlex.quote(cwd)} && " if cwd else "") + f"exec {inner}"
+        script = _group_script(inner, cwd)
         command = shlex.join(["sh", "-c", script])
         tr = self._transport()
         try:
@@ -247,6 +266,12 @@ class SSHSession:
                 if not tr.is_active():
                     raise RemoteError(f"SSH connection to {self.target} was lost during '{step}'", "check the device, then rerun")
             rc = chan.recv_exit_status()
+        except BaseException:
+            # Ctrl-C or a lost link: closing the channel ends the remote watchdog's stdin, which
+            # kills the group; kill it here too so it is gone before the temp dir is removed
+            chan.close()
+            self._kill(pid)
+            raise
         finally:
             chan.close()
         done = Completed([str(a) for a in argv], rc, out.decode(errors="replace"), err.decode(errors="replace"),
@@ -259,9 +284,10 @@ class SSHSession:
         return done
 
     def _kill(self, pid: str | None) -> None:
-        if not pid or not pid.isdigit():
+        """Kill the command's whole process group (it leads one: see _group_script)."""
+        if not pid or not pid.isdigit() or self.client is None:
             return
-        script = f"kill -TERM {pid} 2>/dev/null; sleep 1; kill -KILL {pid} 2>/dev/null; true"
+        script = f"kill -TERM -{pid} {pid} 2>/dev/null; sleep 1; kill -KILL -{pid} {pid} 2>/dev/null; true"
         with contextlib.suppress(Exception):
             self.run(["sh", "-c", script], step="kill timed-out command", timeout=self.timeouts.cleanup, check=False)
 

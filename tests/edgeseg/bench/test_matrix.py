@@ -71,6 +71,9 @@ def test_one_job_at_a_time_per_device_devices_in_parallel(tmp_path, monkeypatch)
         return BenchOutcome(target=model, device=device)
 
     monkeypatch.setattr(harness, "bench_artifact", fake_bench)
+    import edgeseg.bench.matrix as matrix_module
+
+    monkeypatch.setattr(matrix_module, "bench_artifact", fake_bench)  # matrix binds the name at import
     m = load_matrix(_write(tmp_path, """\
         models: [a, boom, b]
         sizes: [64, 128]

@@ -61,7 +61,8 @@ def test_compare_and_gate(tmp_path):
     slower = store.add(make([11.0, 11.0, 11.0]))
     other = store.add(make([5.0], device="rk3588"))
     comp = store.compare(base, slower)
-    assert comp.change_pct == pytest.approx(10.0) and comp.notes == []
+    assert comp.change_pct == pytest.approx(10.0)
+    assert [n.split(": ", 1)[1] for n in comp.notes] == ["too few iterations (n=3; use --iterations 10 or more for a median and p90)"] * 2
     regression_gate(comp, 15)  # within budget
     with pytest.raises(RegressionError) as ei:
         regression_gate(comp, 5)
