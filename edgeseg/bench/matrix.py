@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeseg.bench import harness  # by module: tests replace harness.bench_artifact
+from edgeseg.bench.harness import _open_store, bench_artifact
 from edgeseg.devices import get_profile
 from edgeseg.errors import EdgesegError
 from edgeseg.sizes import parse_size
@@ -135,7 +135,7 @@ def run_matrix(matrix: Matrix, *, store: Any = None, base_options: dict[str, Any
                on_job_start: Callable[[Job], None] | None = None, on_job_done: Callable[[JobOutcome], None] | None = None,
                max_parallel_devices: int | None = None) -> list[JobOutcome]:
     """Run every job; one worker per device (sequential within a device), devices in parallel."""
-    db = harness._open_store(store)
+    db = _open_store(store)
     all_jobs = matrix.jobs()
     by_device: dict[str, list[Job]] = {}
     for job in all_jobs:
@@ -152,7 +152,7 @@ def run_matrix(matrix: Matrix, *, store: Any = None, base_options: dict[str, Any
                 opts["input_size"] = job.size
             out = JobOutcome(job)
             try:
-                res = harness.bench_artifact(job.model, job.device.name, host=job.device.host, identity=job.device.identity,
+                res = bench_artifact(job.model, job.device.name, host=job.device.host, identity=job.device.identity,
                                      known_hosts=job.device.known_hosts, port=job.device.port, predict=job.device.predict,
                                      store=db if db is not None else False, **opts)
                 out.results, out.notes = res.results, res.notes
