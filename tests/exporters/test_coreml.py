@@ -342,13 +342,17 @@ def test_failed_validation_leaves_nothing_and_keeps_old_output(tmp_path, monkeyp
     out = tmp_path / "keep.mlpackage"
     out.mkdir()
     (out / "old").write_text("previous good artifact")
+    # an earlier edgeseg output: the package with its manifest beside it (--overwrite replaces only that kind)
+    manifest = tmp_path / "keep.mlpackage.manifest.json"
+    manifest.write_text('{"previous": true}')
     with pytest.raises(EdgesegError, match="already exists"):
         _export(fused, out, (64, 64))
     monkeypatch.setattr(spec_mod, "check", lambda summary, expected: ["forced mismatch"])
     with pytest.raises(VerificationError, match="forced mismatch"):
         _export(fused, out, (64, 64), overwrite=True)
     assert (out / "old").read_text() == "previous good artifact"
-    assert [p.name for p in tmp_path.iterdir()] == ["keep.mlpackage"]
+    assert manifest.read_text() == '{"previous": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.mlpackage", "keep.mlpackage.manifest.json"]
 
 
 # ------------------------------------------------------------------ capture paths
