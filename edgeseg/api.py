@@ -16,6 +16,7 @@ from typing import Any
 from edgeseg.checkpoint.deploy import read_deploy_metadata, save_deploy
 from edgeseg.checkpoint.detect import Detection, build_structure, detect
 from edgeseg.checkpoint.layouts import KeyLayout
+from edgeseg.checkpoint.materialize import build_loaded
 from edgeseg.checkpoint.reader import RawCheckpoint, read_checkpoint
 from edgeseg.errors import DetectionError, EdgesegError, VerificationError
 from edgeseg.registry import ModelEntry, get_entry
@@ -110,28 +111,7 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
     return detect(raw.state_dict, arch=arch, hf_config=raw.config)
 
 
-def load_state_dict_strict(model, state_dict: dict) -> None:
-    from edgeseg.checkpoint.detect import _optional
-
-    result = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in result.missing_keys if not _optional(k)]
-    if missing or result.unexpected_keys:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])}")
-        if result.unexpected_keys:
-            parts.append(f"unexpected {', '.join(result.unexpected_keys[:5])}")
-        raise DetectionError(f"strict load failed: {'; '.join(parts)}", "check --arch or the checkpoint")
-
-
-def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int, int] | None = None):
-    det = detect_checkpoint(raw, arch, input_size)
-    try:
-        model = build_structure(det.entry, det.cfg, det.fused, det.input_size)
-    except EdgesegError:
-        raise
-    load_state_dict_strict(model, det.state_dict)
-    model.eval()
+def _loaded_info(raw: RawCheckpoint, det: Detection, input_size: tuple[int, int] | None) -> ModelInfo:
     meta = read_deploy_metadata(raw.metadata) or {}
     info = _info(det.entry, det.cfg, layout=meta.get("layout") or det.layout.name, fused=det.fused, source_path=str(raw.path), source_format=raw.format,
                  source_sha256=meta.get("source_sha256") or raw.sha256, fixed_input_size=det.input_size)
@@ -141,8 +121,27 @@ def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int,
         info.input_size = tuple(meta["input_size"])
     if input_size and _is_custom(det.entry.name):
         info.input_size = tuple(input_size)
-    model.edgeseg = info
+    return info
+
+
+def load_raw(raw: RawCheckpoint, arch: str | None = None, input_size: tuple[int, int] | None = None):
+    det = detect_checkpoint(raw, arch, input_size)
+    model = build_loaded(lambda device: build_structure(det.entry, det.cfg, det.fused, det.input_size, device=device), det.state_dict)
+    model.edgeseg = _loaded_info(raw, det, input_size)
     return model
+
+
+def inspect_raw(raw: RawCheckpoint, arch: str | None = None) -> tuple[ModelInfo, int]:
+    """What `load_raw` would attach as `model.edgeseg`, and the model's parameter count,
+    without building the model (detection already matched every key and shape)."""
+    from edgeseg.checkpoint.detect import expected_params
+
+    det = detect_checkpoint(raw, arch)
+    if _is_custom(det.entry.name):
+        params = sum(p.numel() for p in build_structure(det.entry, det.cfg, det.fused, det.input_size, device="meta").parameters())
+    else:
+        params = expected_params(det.entry, det.cfg, det.fused, det.input_size)
+    return _loaded_info(raw, det, None), params
 
 
 def load(path: str | Path, arch: str | None = None, *, input_size: tuple[int, int] | None = None):

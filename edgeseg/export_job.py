@@ -106,13 +106,17 @@ def export_checkpoint(
     tolerances: Any = None,
     verify_reparam: bool = True,
     model=None,
-    progress: Callable[[str], None] = lambda msg: None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Export a checkpoint (or an edgeseg-loaded `model`) for `target`; returns the summary.
 
     Raises EdgesegError on refusals and `edgeseg.parity.job.ParityFailure` (exit code 3,
     with `.summary`) when the artifact does not match PyTorch; neither leaves a file behind.
+    `progress`: an `edgeseg.progress.Steps` (or a callable taking each step's message).
     """
+    from edgeseg.progress import as_steps
+
+    steps = as_steps(progress)
     from edgeseg.api import load, reparameterize
     from edgeseg.atomic import check_output_path
     from edgeseg.exporters import ExportRequest, get_exporter
@@ -128,8 +132,11 @@ def export_checkpoint(
     ckpt_path = Path(ckpt) if ckpt is not None else None
 
     t = time.perf_counter()
-    progress(f"loading {ckpt_path or 'model'}")
-    original = model if model is not None else load(ckpt_path, arch, input_size=input_size)
+    if model is not None:
+        original = model
+    else:
+        with steps.step(f"loading {ckpt_path}"):
+            original = load(ckpt_path, arch, input_size=input_size)
     timings["load_s"] = time.perf_counter() - t
     info = original.edgeseg
     size = _resolve_size(info, input_size, profile)
@@ -144,10 +151,10 @@ def export_checkpoint(
     t = time.perf_counter()
     if info.fused:
         fused, reparam = original, None
-        progress("checkpoint is already reparameterized")
+        steps.note("checkpoint is already reparameterized")
     else:
-        progress("reparameterizing (fused vs unfused gate)")
-        fused, result = reparameterize(original, verify=verify_reparam, input_size=size, seed=seed)
+        with steps.step("reparameterizing (fused vs unfused gate)"):
+            fused, result = reparameterize(original, verify=verify_reparam, input_size=size, seed=seed)
         reparam = {"fused_blocks": result.report.as_dict(), "equivalence": result.equivalence.as_dict() if result.equivalence else None}
     timings["reparameterize_s"] = time.perf_counter() - t
 
@@ -158,8 +165,8 @@ def export_checkpoint(
         request = ExportRequest(model=fused, output=staged, input_size=size, batch=batch, precision=prec, opset=opset,
                                 dynamic=dynamic, postprocess=postprocess, profile=profile, overwrite=True, options=opts)
         t = time.perf_counter()
-        progress(f"exporting to {target} ({prec}, {size[0]}x{size[1]}, batch {batch})")
-        result = exporter.export(request)
+        with steps.step(f"exporting to {target} ({prec}, {size[0]}x{size[1]}, batch {batch})"):
+            result = exporter.export(request)
         timings["export_s"] = time.perf_counter() - t
         manifest: dict[str, Any] = {
             "artifact": final.name,
@@ -190,8 +197,8 @@ def export_checkpoint(
             # parity reads the staged manifest for shapes and names, as it would beside a published file
             _write_json(manifest, manifest_path_for(result.path))
             t = time.perf_counter()
-            progress("parity against PyTorch")
-            summary = parity_for_model(original, [result.path], images=images, samples=samples, seed=seed, tolerances=tolerances)
+            with steps.step("parity against PyTorch"):
+                summary = parity_for_model(original, [result.path], images=images, samples=samples, seed=seed, tolerances=tolerances)
             timings["parity_s"] = time.perf_counter() - t
             entry = summary["artifacts"][0]
             manifest["parity"] = {"status": entry["status"], "reason": entry.get("reason"), "backend": entry.get("backend"),

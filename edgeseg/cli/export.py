@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, OVERWRITE_OPTION, console, emit, parse_size
+from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, OVERWRITE_OPTION, emit, parse_size, steps
 from edgeseg.errors import EdgesegError
 
 TARGETS = ("onnx", "coreml", "trt")
@@ -101,13 +101,12 @@ def export_cmd(
     for key, value in (("workspace_mib", workspace), ("timing_cache", timing_cache), ("calib_images", calib_images), ("host", host)):
         if value is not None:
             options[key] = value
-    log = console(stderr=True)
     try:
         summary = export_checkpoint(ckpt, output, target=target, arch=arch, input_size=parse_size(input_size), batch=batch,
                                     dynamic=dynamic, opset=opset, precision=precision, device=device, postprocess=postprocess,
                                     simplify=simplify, overwrite=overwrite, options=options, parity=parity, images=images,
                                     samples=samples, seed=seed,
-                                    progress=lambda m: None if as_json else log.print(f"[dim]>> {m}[/]"))
+                                    progress=steps(as_json))
     except ParityFailure as exc:
         emit(exc.summary, as_json, lambda con: render_parity_failure(con, exc.summary))
         raise

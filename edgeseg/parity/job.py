@@ -103,8 +103,8 @@ def compare_artifact(artifact: str | Path, *, reference_for: Callable[[str], Any
     entry.update(backend=backend.name, backend_mode=getattr(backend, "mode", None), precision=prec, input_size=list(size), batch=n,
                  inputs=[s.name for s in inputs.samples])
     try:
+        refs = ref_model.run_many([sample.array for sample in inputs.samples])
         for sample in inputs.samples:
-            refs.append(ref_model.run(sample.array))
             cands.append(backend.run(sample.array))
     except EdgesegError:
         raise
@@ -142,9 +142,12 @@ def _overall(entries: list[dict]) -> str:
 def parity_for_model(model, artifacts: Sequence[str | Path], *, images: str | Path | None = None, bundled_images: bool = True,
                      max_images: int | None = None, samples: int = DEFAULT_RANDOM_BATCHES, seed: int | None = None,
                      tolerances: Any = None, precision: str | None = None, input_size: tuple[int, int] | None = None,
-                     batch: int | None = None, postprocess: str | None = None, threads: int | None = None) -> dict[str, Any]:
+                     batch: int | None = None, postprocess: str | None = None, threads: int | None = None,
+                     progress: Any = None) -> dict[str, Any]:
     """Compare `model` (the PyTorch reference) with each artifact; returns the summary."""
     import os
+
+    from edgeseg.progress import as_steps
 
     from edgeseg.parity.inputs import make_inputs
     from edgeseg.parity.torch_backend import TorchBackend
@@ -168,10 +171,12 @@ def parity_for_model(model, artifacts: Sequence[str | Path], *, images: str | Pa
 
     entries = []
     opts = {"threads": threads} if threads else {}
+    steps = as_steps(progress)
     for art in artifacts:
-        entries.append(compare_artifact(art, reference_for=reference_for, inputs_for=inputs_for, task=info.task, info=info,
-                                        tolerances=tolerances, precision=precision, input_size=input_size, batch=batch,
-                                        postprocess=postprocess, backend_options=opts))
+        with steps.step(f"parity of {Path(art).name}"):
+            entries.append(compare_artifact(art, reference_for=reference_for, inputs_for=inputs_for, task=info.task, info=info,
+                                            tolerances=tolerances, precision=precision, input_size=input_size, batch=batch,
+                                            postprocess=postprocess, backend_options=opts))
     first = next(iter(input_sets.values()), None)
     status = _overall(entries)
     return {
@@ -208,10 +213,15 @@ def run_parity(checkpoint, artifacts: Sequence[str | Path], *, arch: str | None 
     `check` when an artifact fails (or, with `strict`, is skipped).
     """
     from edgeseg.api import load
+    from edgeseg.progress import as_steps
 
     if not artifacts:
         raise EdgesegError("no artifacts to check", "pass one or more exported files after the checkpoint")
-    model = checkpoint if hasattr(checkpoint, "edgeseg") else load(checkpoint, arch)
+    if hasattr(checkpoint, "edgeseg"):
+        model = checkpoint
+    else:
+        with as_steps(options.get("progress")).step(f"loading {checkpoint}"):
+            model = load(checkpoint, arch)
     summary = parity_for_model(model, artifacts, **options)
     summary["checkpoint"] = str(checkpoint) if not hasattr(checkpoint, "edgeseg") else (model.edgeseg.source_path or model.edgeseg.arch)
     if junit:
