@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--ckpt", type=Path, help="checkpoint to use (default: a generated FastViT-SA12, Apple layout)")
     ap.add_argument("--no-cold", action="store_true", help="skip the empty-cache runs")
+    ap.add_argument("--cold-builds", nargs="+", help="only these builds get empty-cache runs (a build without a cache needs none)")
     ap.add_argument("--json", type=Path, help="also write every measurement here")
     args = ap.parse_args(argv)
 
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.runs):
             for cmd, mode in cases:
                 for label, exe in builds.items():
+                    if mode == "cold" and args.cold_builds and label not in args.cold_builds:
+                        continue
                     cache = warm_dirs[label] if mode != "cold" else Path(tempfile.mkdtemp(dir=work, prefix="cold."))
                     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
                     a = [x.format(ckpt=ckpt, out=work / f"out-{label}.onnx") for x in COMMANDS[cmd]]
