@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {e.name}: {row['status']} ({row['seconds']} s)", file=sys.stderr, flush=True)
     import torch
 
-    from edgeseg.exporters.coreml_convert import import_coremltools
+    from edgeseg.exporters.coreml.convert import import_coremltools
 
     coremltools = import_coremltools()
 

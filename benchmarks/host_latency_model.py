@@ -132,7 +132,7 @@ def host_part(models: list[str], sizes: list[int], iterations: int, threads: int
 
     from edgeseg.bench.calibrate import calibrate_host
     from edgeseg.bench.local import bench_onnxruntime, bench_pytorch
-    from edgeseg.bench.predict import predict_latency
+    from edgeseg.bench.predict import predict_model_latency as predict_latency
     from edgeseg.devices import get_profile
 
     cal = calibrate_host(threads)

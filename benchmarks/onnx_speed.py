@@ -31,9 +31,9 @@ def bench_model(name: str, *, iterations: int, warmup: int, threads: int, workdi
     import torch
 
     from edgeseg.api import create, reparameterize
-    from edgeseg.bench.timing import time_callable
+    from edgeseg.timing import time_callable
     from edgeseg.exporters import ExportRequest, get_exporter
-    from edgeseg.exporters.onnx import ort_session
+    from edgeseg.exporters.onnx.export import ort_session
 
     model = create(name, pretrained_like=0)
     fused, _ = reparameterize(model, verify=False)

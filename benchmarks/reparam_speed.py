@@ -6,7 +6,7 @@
 
 Each (model, size): the registered model with deterministic non-trivial weights, fused by
 `edgeseg.reparameterize` (its output is compared with the unfused one on the timing input),
-then both timed with `edgeseg.bench.timing.time_torch_model`: batch 1, fixed iterations after
+then both timed with `edgeseg.timing.time_torch_model`: batch 1, fixed iterations after
 warm-up, in 2-4 interleaved rounds (unfused, fused, unfused, fused, ...) so that load drift on
 a shared machine hits both alike. Reported: median and p10-p90 in ms, and unfused/fused median.
 Sizes: 256 and 512 for every model, 1024 for the small ones (--large-size-models), with
@@ -47,7 +47,7 @@ def measure(name: str, model, fused, result, size: int, iterations: int, warmup:
     import torch
 
     from edgeseg.analysis import count_params
-    from edgeseg.bench.timing import time_torch_model
+    from edgeseg.timing import time_torch_model
 
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():

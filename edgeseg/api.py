@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgeseg.checkpoint.deploy import read_deploy_metadata, save_deploy
+from edgeseg.atomic import atomic_output
+from edgeseg.checkpoint.deploy import deploy_metadata, read_deploy_metadata
 from edgeseg.checkpoint.detect import Detection, build_structure, detect
 from edgeseg.checkpoint.layouts import KeyLayout
 from edgeseg.checkpoint.materialize import build_loaded
@@ -217,3 +218,15 @@ def reparameterize(model, *, verify: bool = True, input_size: tuple[int, int] | 
         fixed = getattr(fused, "baked_input_size", None)
         fused.edgeseg = replace(info, fused=True, fixed_input_size=tuple(fixed) if fixed else info.fixed_input_size, extra=dict(info.extra))
     return fused, ReparamResult(report, equivalence)
+
+
+def save_deploy(model: Any, path: str | Path, *, overwrite: bool = False, **extra: Any) -> Path:
+    """Write `model` (loaded or built by edgeseg) and check it loads back before renaming."""
+    from safetensors.torch import save_file  # lazy: pulls torch
+
+    info = model.edgeseg
+    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        save_file(sd, str(tmp), metadata=deploy_metadata(info, **extra))
+        load(tmp)  # strict reload: the file must describe itself completely
+    return Path(path)

@@ -28,7 +28,7 @@ def run_demo(model_name: str | None = None, workdir: str | Path = "edgeseg-demo"
     from edgeseg.bench.harness import bench_artifact
     from edgeseg.export_job import export_checkpoint
     from edgeseg.registry import get_entry
-    from edgeseg.reparam.job import reparam_checkpoint
+    from edgeseg.reparam_job import reparam_checkpoint
 
     name = model_name or _default_model()
     entry = get_entry(name)

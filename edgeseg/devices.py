@@ -8,12 +8,15 @@ same name.
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgeseg.atomic import atomic_output
 from edgeseg.errors import EdgesegError
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -225,8 +228,6 @@ def detect_host(profile: DeviceProfile) -> DeviceProfile:
     """
     import platform
 
-    from edgeseg.bench.calibrate import cached_calibration
-
     threads = profile.threads or host_threads()
     update: dict = {
         "description": f"{profile.description}: {cpu_model()}, {threads} threads ({platform.machine()})",
@@ -241,3 +242,73 @@ def detect_host(profile: DeviceProfile) -> DeviceProfile:
         update["ceilings"] = {**profile.ceilings, **cal.ceilings()}
         update["latency_model"] = profile.latency_model.model_copy(update={"calibration": cal.describe()})
     return profile.model_copy(update=update)
+
+
+# ---------------------------------------------------------------- host calibration cache
+# measured by edgeseg.bench.calibrate; read here when the host-cpu profile is detected
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class HostCalibration:
+    cpu: str
+    threads: int
+    gemm_gflops: float
+    copy_gbps: float
+    overhead_us: dict[str, float] = field(default_factory=dict)  # runtime -> fixed cost per layer
+    measured_at: str = ""
+    torch_version: str = ""
+
+    def ceilings(self) -> dict:
+        default = self.overhead_us.get("onnxruntime", min(self.overhead_us.values(), default=0.0))
+        return {"fp32": Ceiling(gflops=self.gemm_gflops, gbps=self.copy_gbps, layer_overhead_us=default,
+                                runtime_overhead_us=dict(self.overhead_us))}
+
+    def describe(self) -> str:
+        ov = ", ".join(f"{k} {v:.1f} us/layer" for k, v in sorted(self.overhead_us.items()))
+        return (f"measured {self.measured_at}: GEMM {self.gemm_gflops:.1f} GFLOP/s, copy {self.copy_gbps:.1f} GB/s, {ov} "
+                f"({self.threads} threads)")
+
+
+def _cache_path() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("edgeseg")) / "host_calibration.json"
+
+
+def _key(threads: int) -> str:
+    return f"{cpu_model()}|{threads}"
+
+
+def cached_calibration(threads: int) -> HostCalibration | None:
+    path = _cache_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("version") != CACHE_VERSION:
+        return None
+    entry = data.get("entries", {}).get(_key(threads))
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return HostCalibration(**entry)
+    except TypeError:
+        return None
+
+
+def save_calibration(cal: HostCalibration) -> Path:
+    path = _cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != CACHE_VERSION:
+            raise ValueError
+    except (OSError, ValueError):
+        data = {"version": CACHE_VERSION, "entries": {}}
+    data["entries"][_key(cal.threads)] = asdict(cal)
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+        json.loads(tmp.read_text())
+    return path

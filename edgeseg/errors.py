@@ -30,3 +30,8 @@ class VerificationError(EdgesegError):
 
 class OutputError(EdgesegError):
     """An output path cannot be written safely."""
+
+
+class BackendUnavailable(EdgesegError):
+    """The runtime for this artifact is not installed here (e.g. Core ML off macOS): parity
+    reports 'skipped' with this reason, never a pass."""

@@ -8,7 +8,6 @@ staging directory, so a failed check leaves no file at the output path.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -17,27 +16,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeseg.errors import EdgesegError
+from edgeseg.hashing import artifact_sha256
+from edgeseg.exporters import ExportRequest, get_exporter, get_target
 
-_SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage", "trt": ".engine"}
+class ExportSummary(dict):
+    """What `export_checkpoint` returns: the manifest plus output paths (the JSON the CLI prints),
+    and `.parity`, the full parity summary, for rendering without rebuilding it from the manifest."""
 
-
-def artifact_sha256(path: Path) -> str:
-    """sha256 of a file, or of a directory artifact (.mlpackage) as its sorted files and bytes."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    def __init__(self, data: dict[str, Any], parity: dict[str, Any] | None = None):
+        super().__init__(data)
+        self.parity = parity
 
 
 def default_output(ckpt: Path, arch: str, target: str, precision: str) -> Path:
     base = (ckpt.name if ckpt.is_dir() else ckpt.stem).removesuffix(".deploy") if ckpt else arch
     tag = "" if precision == "fp32" else f".{precision}"
-    return (ckpt.parent if ckpt else Path(".")) / f"{base}{tag}{_SUFFIX.get(target, '.' + target)}"
+    return (ckpt.parent if ckpt else Path(".")) / f"{base}{tag}{get_target(target).suffix}"
 
 
 def _resolve_size(info, input_size, profile) -> tuple[int, int]:
@@ -53,13 +47,9 @@ def _resolve_size(info, input_size, profile) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-# Core ML runs fp16 on the Neural Engine and TensorRT targets are built for fp16; ONNX stays exact.
-_TARGET_DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "trt": "fp16"}
-
-
 def _resolve_precision(precision: str | None, profile, target: str = "onnx") -> str:
     if profile is None:
-        return precision or _TARGET_DEFAULT_PRECISION.get(target, "fp32")
+        return precision or get_target(target).default_precision
     chosen = precision or profile.default_precision
     if chosen not in profile.precisions:
         raise EdgesegError(f"{profile.name} does not run {chosen}", f"choose one of: {', '.join(profile.precisions)}")
@@ -119,10 +109,10 @@ def export_checkpoint(
     steps = as_steps(progress)
     from edgeseg.api import load, reparameterize
     from edgeseg.atomic import check_output_path
-    from edgeseg.exporters import ExportRequest, get_exporter
 
     timings: dict[str, float] = {}
     exporter = get_exporter(target)
+    target = get_target(target).name  # the canonical name is recorded (`trt` and `engine` mean tensorrt)
     profile = None
     if device:
         from edgeseg.devices import get_profile
@@ -144,7 +134,7 @@ def export_checkpoint(
     if final.suffix != exporter.suffix:
         raise EdgesegError(f"output {final} does not end in {exporter.suffix}, which --target {target} writes", f"use -o NAME{exporter.suffix}")
     check_output_path(final, overwrite)  # fail before the expensive part
-    from edgeseg.exporters.onnx_wrap import check_postprocess
+    from edgeseg.exporters.wrap import check_postprocess
 
     check_postprocess(info.task, postprocess)
 
@@ -192,13 +182,13 @@ def export_checkpoint(
         manifest.setdefault("tools", {})["edgeseg"] = __version__
 
         if parity:
-            from edgeseg.parity.job import ParityFailure, manifest_path_for, parity_for_model, raise_if_failed
+            from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed  # lazy: parity sits above the export job
 
-            # parity reads the staged manifest for shapes and names, as it would beside a published file
-            _write_json(manifest, manifest_path_for(result.path))
             t = time.perf_counter()
+            # shapes, names and post-processing go to parity in memory, as the manifest will record them
             with steps.step("parity against PyTorch"):
-                summary = parity_for_model(original, [result.path], images=images, samples=samples, seed=seed, tolerances=tolerances)
+                summary = parity_for_model(original, [result.path], images=images, samples=samples, seed=seed, tolerances=tolerances,
+                                           manifests={str(result.path): manifest})
             timings["parity_s"] = time.perf_counter() - t
             entry = summary["artifacts"][0]
             manifest["parity"] = {"status": entry["status"], "reason": entry.get("reason"), "backend": entry.get("backend"),
@@ -210,6 +200,7 @@ def export_checkpoint(
             except ParityFailure as exc:
                 exc.summary["export"] = {"target": target, "output": str(final), "written": False}
                 raise
+            entry["artifact"] = str(final)  # passed: the staged file is about to become the output
         else:
             manifest["parity"] = {"status": "not run"}
         manifest["sha256"] = artifact_sha256(result.path)
@@ -221,4 +212,4 @@ def export_checkpoint(
         _publish(mpath, final_manifest, True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return {"output": str(final), "manifest_path": str(final_manifest), **manifest}
+    return ExportSummary({"output": str(final), "manifest_path": str(final_manifest), **manifest}, parity=summary if parity else None)

@@ -1,14 +1,13 @@
 """Calibration data for int8 engines: images from a directory, preprocessed exactly as the
-model expects (resize the shorter side, centre crop, /255, (x - mean) / std, NCHW float32),
-in fixed-size batches; and the calibration cache, reused only when it was made from the same
-network, inputs and preprocessing.
+model expects (`edgeseg.images.Preprocess`: resize, centre crop, channel order, /255,
+(x - mean) / std, NCHW float32), in fixed-size batches; and the calibration cache, reused only
+when it was made from the same network, inputs and preprocessing.
 
 Pure NumPy/Pillow: nothing here needs TensorRT, so all of it is tested without it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,83 +16,13 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-RESIZE_MODES = ("crop", "stretch")
-
-
-def bundled_images() -> list[Path]:
-    """The small set of natural images shipped with edgeseg (see edgeseg/data/images/LICENSE.md)."""
-    import edgeseg
-
-    root = Path(edgeseg.__file__).parent / "data" / "images"
-    return sorted(p for p in root.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
+from edgeseg.hashing import file_sha256, hasher
+from edgeseg import images
+from edgeseg.images import Preprocess, bundled_images  # noqa: F401  (calibration's API)
 
 def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under `directory` (recursively), sorted so runs are reproducible."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise EdgesegError(f"calibration image directory {root} does not exist", "pass --calib-images DIR with JPEG/PNG images")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise EdgesegError(f"no images in {root}", f"calibration needs image files ({', '.join(IMAGE_SUFFIXES)})")
-    return files[:limit] if limit else files
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    size: tuple[int, int]  # H, W
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    resize: str = "crop"  # crop: shorter side to size then centre crop; stretch: straight to HxW
-
-    def __post_init__(self):
-        if self.resize not in RESIZE_MODES:
-            raise EdgesegError(f"unknown resize mode {self.resize!r}", f"use one of: {', '.join(RESIZE_MODES)}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise EdgesegError(f"invalid normalization mean={self.mean} std={self.std}", "three channels, std > 0")
-
-    def to_pixels(self, path: Path) -> np.ndarray:
-        """uint8 RGB, HxWx3, at the target size."""
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                h, w = self.size
-                if self.resize == "stretch":
-                    im = im.resize((w, h), Image.BILINEAR)
-                else:
-                    scale = max(h / im.height, w / im.width)
-                    rw, rh = max(w, round(im.width * scale)), max(h, round(im.height * scale))
-                    im = im.resize((rw, rh), Image.BILINEAR)
-                    left, top = (rw - w) // 2, (rh - h) // 2
-                    im = im.crop((left, top, left + w, top + h))
-                return np.asarray(im, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise EdgesegError(f"cannot read image {path} ({exc.__class__.__name__})", "remove it or convert it to JPEG/PNG") from exc
-
-    def normalize(self, pixels: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 -> 3xHxW float32 normalized."""
-        x = pixels.astype(np.float32).transpose(2, 0, 1) / 255.0
-        mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
-        std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
-        return (x - mean) / std
-
-    def load(self, path: Path) -> np.ndarray:
-        return self.normalize(self.to_pixels(path))
-
-    def key(self) -> dict:
-        return {**asdict(self), "size": list(self.size), "mean": list(self.mean), "std": list(self.std)}
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """Calibration images: every image below `directory` (recursively), sorted."""
+    return images.list_images(directory, recursive=True, limit=limit, option="--calib-images")
 
 
 class CalibrationData:
@@ -132,7 +61,7 @@ class CalibrationData:
 
     def fingerprint(self) -> str:
         """Content hash of the images used and of the preprocessing: the cache key's data part."""
-        h = hashlib.sha256(json.dumps(self.preprocess.key(), sort_keys=True).encode())
+        h = hasher(json.dumps(self.preprocess.key(), sort_keys=True).encode())
         h.update(str(self.batch).encode())
         for p in self.used:
             h.update(file_sha256(p).encode())

@@ -9,83 +9,11 @@ count in the user cache directory.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-CACHE_VERSION = 1
-
-
-@dataclass
-class HostCalibration:
-    cpu: str
-    threads: int
-    gemm_gflops: float
-    copy_gbps: float
-    overhead_us: dict[str, float] = field(default_factory=dict)  # runtime -> fixed cost per layer
-    measured_at: str = ""
-    torch_version: str = ""
-
-    def ceilings(self) -> dict:
-        from edgeseg.devices import Ceiling
-
-        default = self.overhead_us.get("onnxruntime", min(self.overhead_us.values(), default=0.0))
-        return {"fp32": Ceiling(gflops=self.gemm_gflops, gbps=self.copy_gbps, layer_overhead_us=default,
-                                runtime_overhead_us=dict(self.overhead_us))}
-
-    def describe(self) -> str:
-        ov = ", ".join(f"{k} {v:.1f} us/layer" for k, v in sorted(self.overhead_us.items()))
-        return (f"measured {self.measured_at}: GEMM {self.gemm_gflops:.1f} GFLOP/s, copy {self.copy_gbps:.1f} GB/s, {ov} "
-                f"({self.threads} threads)")
-
-
-def _cache_path() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("edgeseg")) / "host_calibration.json"
-
-
-def _key(threads: int) -> str:
-    from edgeseg.devices import cpu_model
-
-    return f"{cpu_model()}|{threads}"
-
-
-def cached_calibration(threads: int) -> HostCalibration | None:
-    path = _cache_path()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if data.get("version") != CACHE_VERSION:
-        return None
-    entry = data.get("entries", {}).get(_key(threads))
-    if not isinstance(entry, dict):
-        return None
-    try:
-        return HostCalibration(**entry)
-    except TypeError:
-        return None
-
-
-def save_calibration(cal: HostCalibration) -> Path:
-    from edgeseg.atomic import atomic_output
-
-    path = _cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(path.read_text())
-        if data.get("version") != CACHE_VERSION:
-            raise ValueError
-    except (OSError, ValueError):
-        data = {"version": CACHE_VERSION, "entries": {}}
-    data["entries"][_key(cal.threads)] = asdict(cal)
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
-        json.loads(tmp.read_text())
-    return path
-
+# the cache of measurements lives with the host profile that reads it (edgeseg.devices)
+from edgeseg.devices import HostCalibration, _cache_path, cached_calibration, cpu_model, host_threads, save_calibration  # noqa: F401
+from edgeseg.exporters.onnx.runner import ort_session
 
 @contextlib.contextmanager
 def torch_threads(n: int | None):
@@ -150,7 +78,6 @@ def measure_torch_layer_overhead_us(layers: int = 50, reps: int = 20) -> float:
 def measure_ort_layer_overhead_us(threads: int, layers: int = 50, reps: int = 20) -> float:
     """Fixed cost of one ONNX Runtime node: a chain of tiny 1x1 convs (not fusable)."""
     import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -166,10 +93,7 @@ def measure_ort_layer_overhead_us(threads: int, layers: int = 50, reps: int = 20
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(model, threads=threads, log_level=3)
     feed = {"x": rng.standard_normal((1, 4, 4, 4)).astype(np.float32)}
     return _median_ms(lambda: sess.run(None, feed), reps, warmup=3) * 1000.0 / layers
 
@@ -179,8 +103,6 @@ def calibrate_host(threads: int | None = None, *, save: bool = True, quick: bool
     import datetime
 
     import torch
-
-    from edgeseg.devices import cpu_model, host_threads
 
     threads = threads or host_threads()
     reps = 4 if quick else 10

@@ -1,16 +1,26 @@
-"""Local backends: PyTorch eager (unfused and fused) and ONNX Runtime on this machine."""
+"""Local runs of `edgeseg bench`: PyTorch eager (unfused and fused) and ONNX Runtime on this
+machine, through the same Runner that parity uses for ONNX."""
 
 from __future__ import annotations
 
 import platform
-import time
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edgeseg.bench.timing import Measurement, Warmup, measure
+from edgeseg.bench.calibrate import torch_threads
+from edgeseg.bench.reference import parity_entry, reference_outputs
+from edgeseg.bench.result import BenchResult, result_fields
+from edgeseg.bench.subject import Subject
+from edgeseg.devices import cpu_model
 from edgeseg.errors import EdgesegError
+from edgeseg.exporters import get_target
+from edgeseg.exporters.onnx.runner import OnnxRuntimeRunner
+from edgeseg.timing import Measurement, Warmup, measure
+
+LOCAL_BACKENDS = ("pytorch-unfused", "pytorch", "onnxruntime")
 
 
 def preprocess_fn(mean, std, size: tuple[int, int], batch: int = 1, seed: int = 0) -> Callable[[], np.ndarray]:
@@ -28,8 +38,6 @@ def preprocess_fn(mean, std, size: tuple[int, int], batch: int = 1, seed: int = 
 
 
 def environment() -> dict[str, Any]:
-    from edgeseg.devices import cpu_model
-
     return {"machine": platform.machine(), "cpu": cpu_model(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "numpy": np.__version__}
 
@@ -38,9 +46,7 @@ def bench_pytorch(model, input_size: tuple[int, int], *, batch: int = 1, warmup:
                   iterations: int = 50, threads: int | None = None, include_preprocessing: bool = False,
                   seed: int = 0) -> Measurement:
     """Eager PyTorch on the CPU under `inference_mode`, with a fixed thread count."""
-    import torch
-
-    from edgeseg.bench.calibrate import torch_threads
+    import torch  # lazy: `edgeseg --help` must not load torch
 
     model.eval()
     info = getattr(model, "edgeseg", None)
@@ -60,21 +66,6 @@ def bench_pytorch(model, input_size: tuple[int, int], *, batch: int = 1, warmup:
     m.extra.update({"runtime": "pytorch", "runtime_version": torch.__version__, "threads": used,
                     "environment": environment()})
     return m
-
-
-def onnx_input_spec(path: str | Path) -> tuple[str, list, str]:
-    """(name, shape with None for symbolic dims, element type) of the model's first input."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    if not inputs:
-        raise EdgesegError(f"{path} has no graph input", "export the model again")
-    inp = inputs[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-    etype = onnx.TensorProto.DataType.Name(inp.type.tensor_type.elem_type).lower()
-    return inp.name, dims, etype
 
 
 def resolve_shape(dims: list, input_size: tuple[int, int] | None, batch: int = 1) -> list[int]:
@@ -101,36 +92,65 @@ def bench_onnxruntime(path: str | Path, *, input_size: tuple[int, int] | None = 
                       warmup: "str | int | Warmup" = 10, iterations: int = 50, threads: int | None = None,
                       providers: list[str] | None = None, seed: int = 0, input_array: np.ndarray | None = None,
                       optimization: str = "all") -> Measurement:
-    """ONNX Runtime session creation (timed as load), first inference, warm-up, timed runs."""
-    import onnxruntime as ort
-
-    name, dims, etype = onnx_input_spec(path)
-    shape = list(input_array.shape) if input_array is not None else resolve_shape(dims, input_size, batch)
-    dtype = np.float16 if etype == "float16" else np.float32
-    x = input_array if input_array is not None else np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    opts.graph_optimization_level = levels[optimization]
-    t0 = time.perf_counter()
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise EdgesegError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}", "check the file (edgeseg export)") from exc
-    load_ms = (time.perf_counter() - t0) * 1000.0
-    feed = {name: x}
-    outputs: dict[str, list] = {}
-
-    def run():
-        outputs["last"] = sess.run(None, feed)
-
-    m = measure(run, warmup=warmup, iterations=iterations)
-    m.load_ms = load_ms
-    m.extra.update({"runtime": "onnxruntime", "runtime_version": ort.__version__, "threads": threads or "ort-default",
-                    "providers": sess.get_providers(), "input_shape": shape, "input_name": name,
-                    "graph_optimization": optimization, "environment": environment(), "outputs": outputs.get("last")})
+    """ONNX Runtime session creation (timed as load), first inference, warm-up, timed runs; fp16
+    graphs run natively, as a deployment runs them."""
+    runner = OnnxRuntimeRunner(path, threads=threads, optimization=optimization, providers=providers, fp16="native", log_level=3)
+    shape = list(input_array.shape) if input_array is not None else resolve_shape(runner.input_shape, input_size, batch)
+    x = input_array if input_array is not None else np.random.default_rng(seed).standard_normal(shape).astype(runner.input_dtype)
+    m = runner.time({runner.input_name: x}, warmup=warmup, iterations=iterations)
+    m.extra.update({"input_shape": shape, "input_name": runner.input_name, "environment": environment()})
     return m
+
+
+def bench_local(subject: Subject, profile, precision: str, size, opts, say, notes: list[str]) -> list[BenchResult]:
+    """PyTorch eager (unfused, fused) and ONNX Runtime on this machine; parity of the ONNX run."""
+    if subject.kind != "model" and subject.kind != get_target("onnx").kind:
+        raise EdgesegError(f"{subject.path} ({subject.kind}) cannot run on {profile.name}",
+                           "pass --device with a matching profile and --host, or bench the .onnx / checkpoint here")
+    if precision != "fp32" and subject.kind == "model":
+        raise EdgesegError(f"local PyTorch/ONNX Runtime benchmarks run fp32, not {precision}", "drop --precision")
+    threads = opts.threads or profile.threads
+    if subject.kind == "onnx":
+        backends = opts.backends or ["onnxruntime"]
+        bad = [b for b in backends if b != "onnxruntime"]
+        if bad:
+            raise EdgesegError(f"an ONNX file runs only under onnxruntime, not {', '.join(bad)}", "pass the checkpoint for PyTorch runs")
+    else:
+        backends = opts.backends or list(LOCAL_BACKENDS)
+        if subject.already_fused and "pytorch-unfused" in backends:
+            backends = [b for b in backends if b != "pytorch-unfused"]
+            notes.append("the checkpoint is already reparameterized: no unfused run")
+    results = []
+    settings = {"threads": threads, "include_preprocessing": opts.include_preprocessing, "seed": opts.seed}
+    for backend in backends:
+        if backend in ("pytorch-unfused", "pytorch"):
+            fused = backend == "pytorch"
+            model = subject.fused() if fused else subject.model
+            say(f"timing {subject.name} in PyTorch eager ({'fused' if fused else 'unfused'}), {size[0]}x{size[1]}")
+            m = bench_pytorch(model, size, batch=opts.batch, warmup=opts.warmup, iterations=opts.iterations, threads=threads,
+                              include_preprocessing=opts.include_preprocessing, seed=opts.seed)
+            results.append(BenchResult.from_measurement(m, fused=fused, preprocessing_in_timer=opts.include_preprocessing,
+                                                        settings=dict(settings), **result_fields(subject, profile, backend, size, precision, opts)))
+            continue
+        with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
+            if subject.kind == "onnx":
+                onnx_path, how = subject.path, "given"
+            else:
+                onnx_path, how = subject.export("onnx", profile, size, opts.batch, None, Path(tmp), say)
+            say(f"timing {onnx_path.name} in ONNX Runtime, {size[0]}x{size[1]}")
+            x = None
+            if opts.include_preprocessing:
+                notes.append("pre-processing is timed only for PyTorch runs; ONNX Runtime times the model alone")
+            m = bench_onnxruntime(onnx_path, input_size=size, batch=opts.batch, warmup=opts.warmup, iterations=opts.iterations,
+                                  threads=threads, seed=opts.seed)
+            parity = None
+            if opts.parity and subject.kind == "model":
+                x = np.random.default_rng(opts.seed).standard_normal(m.extra["input_shape"]).astype(np.float32)
+                cand = bench_onnxruntime(onnx_path, input_array=x, warmup=0, iterations=1, threads=threads).extra["outputs"]
+                ref, ref_name = reference_outputs(subject, x, None, threads)
+                parity = parity_entry(subject, ref, list(cand), "fp32", ref_name)
+            m.extra.pop("outputs", None)
+            r = BenchResult.from_measurement(m, fused=True, settings={**settings, "onnx": how}, parity=parity,
+                                             **result_fields(subject, profile, "onnxruntime", size, precision, opts))
+            results.append(r)
+    return results

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeseg.errors import EdgesegError
+from edgeseg.sizes import parse_size
 
 _DEVICE_KEYS = {"name", "host", "identity", "known_hosts", "port", "predict", "options"}
 
@@ -72,8 +73,6 @@ class JobOutcome:
 
 
 def _size(v) -> tuple[int, int] | None:
-    from edgeseg.cli.common import parse_size
-
     if v is None:
         return None
     if isinstance(v, int):

@@ -256,10 +256,10 @@ def _runtime_fuses(profile, runtime: str | None) -> bool:
     return profile.latency_model.fuse_pointwise
 
 
-def predict_latency(model, device="host-cpu", *, precision: str | None = None, input_size: tuple[int, int] | None = None,
-                    batch: int = 1, runtime: str | None = None, fuse_pointwise: bool | None = None,
-                    layers: list[LayerTrace] | None = None) -> LatencyPrediction:
-    """Predicted latency of `model` (a torch module, ideally fused) on a device profile.
+def predict_model_latency(model, device="host-cpu", *, precision: str | None = None, input_size: tuple[int, int] | None = None,
+                          batch: int = 1, runtime: str | None = None, fuse_pointwise: bool | None = None,
+                          layers: list[LayerTrace] | None = None) -> LatencyPrediction:
+    """Predicted latency of `model` (a torch module as given, ideally fused) on a device profile.
 
     `device` is a profile name or a DeviceProfile; `runtime` picks the per-runtime layer
     overhead where the profile has one ("pytorch" also turns pointwise fusion off, as eager
@@ -340,3 +340,40 @@ def fit_ceiling(traces: list[list[LayerTrace]], measured_ms: list[float], precis
     pred = [sum(e.ms for e in estimate(t, ceiling, precision)) for t in traces]
     rel = [(p - m) / m for p, m in zip(pred, meas)]
     return CeilingFit(ceiling=ceiling, mean_abs_rel_error=float(np.mean(np.abs(rel))), rel_errors=rel)
+
+
+def predict_latency(target, device: str = "host-cpu", *, precision: str | None = None, input_size: tuple[int, int] | None = None,
+                    batch: int = 1, arch: str | None = None, runtime: str | None = None, threads: int | None = None):
+    """Roofline estimate for a target (model object, checkpoint, artifact with a manifest, or model name),
+    reparameterized first as it would be deployed.
+
+    Returns a LatencyPrediction (`.total_ms`, `.as_dict()`), always labelled predicted.
+    """
+    from edgeseg.api import reparameterize  # lazy: pulls torch
+    from edgeseg.bench.subject import resolve_subject  # lazy: subject imports the API (torch)
+    from edgeseg.devices import get_profile
+
+    if hasattr(target, "forward"):
+        model = target
+        if not getattr(getattr(model, "edgeseg", None), "fused", True):
+            model, _ = reparameterize(model, verify=False)
+    else:
+        subject = resolve_subject(target, arch, weights=False)
+        subject.ensure_model()
+        model = subject.fused()
+    profile = get_profile(device, threads=threads) if isinstance(device, str) else device
+    return predict_model_latency(model, profile, precision=precision, input_size=input_size, batch=batch, runtime=runtime)
+
+
+def predict_result(subject, profile, precision: str, size, batch: int):
+    """The bench result of a prediction (what `edgeseg bench` records where no device is attached)."""
+    from edgeseg.bench.result import BenchResult
+
+    subject.ensure_model()
+    pred = predict_model_latency(subject.fused(), profile, precision=precision, input_size=size, batch=batch)
+    return BenchResult(model=subject.name, device=profile.name, backend="predicted", input_size=size, precision=precision,
+                       stats=None, batch=batch, fused=True, predicted=True, predicted_ms=pred.total_ms,
+                       runtime_version="roofline-1", artifact=str(subject.path) if subject.path else None,
+                       artifact_sha256=subject.sha256, artifact_kind=subject.kind,
+                       settings={"runtime": pred.runtime, "fuse_pointwise": pred.fuse_pointwise},
+                       extra={"prediction": pred.as_dict(top=8)})

@@ -6,8 +6,8 @@ import datetime
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgeseg.bench.stats import LatencyStats
-from edgeseg.bench.timing import Measurement
+from edgeseg.stats import LatencyStats
+from edgeseg.timing import Measurement, Warmup
 
 # Backends: how the model ran. "predicted" rows come from the latency model, not a device.
 BACKENDS = ("pytorch", "pytorch-unfused", "onnxruntime", "tensorrt", "coreml", "predicted")
@@ -90,3 +90,10 @@ class BenchResult:
         d["stats"] = LatencyStats.from_dict(stats) if stats else None
         d["input_size"] = tuple(d["input_size"])
         return cls(**d)
+
+
+def result_fields(subject, profile, backend: str, size, precision: str, opts, **kw: Any) -> dict[str, Any]:
+    """The fields every measured result of one bench run shares (subject, device, settings)."""
+    return dict(model=subject.name, device=profile.name, backend=backend, input_size=size, precision=precision, batch=opts.batch,
+                warmup=str(Warmup.parse(opts.warmup)), artifact=str(subject.path) if subject.path else None,
+                artifact_sha256=subject.sha256, artifact_kind=subject.kind, **kw)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from edgeseg.bench.result import BenchResult
-from edgeseg.bench.stats import LatencyStats
+from edgeseg.stats import LatencyStats
 from edgeseg.errors import EdgesegError
 
 SCHEMA_VERSION = 1

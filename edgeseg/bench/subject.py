@@ -3,29 +3,18 @@ registered model name; and the models/artifacts derived from it on demand."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-
-ARTIFACT_KINDS = {".onnx": "onnx", ".mlpackage": "coreml", ".mlmodel": "coreml", ".engine": "engine", ".plan": "engine"}
-
-
-def file_sha256(path: Path) -> str:
-    try:
-        from edgeseg.export_job import artifact_sha256
-
-        return artifact_sha256(path)
-    except ImportError:  # pragma: no cover - the export job ships with edgeseg
-        h = hashlib.sha256()
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        for f in files:
-            h.update(f.read_bytes())
-        return h.hexdigest()
+from edgeseg.exporters import target_for_suffix
+from edgeseg.exporters.onnx.runner import input_spec
+from edgeseg.exporters.pytorch import TorchRunner
+from edgeseg.hashing import artifact_sha256
+from edgeseg.manifest import read_manifest
 
 
 @dataclass
@@ -74,6 +63,20 @@ class Subject:
                 self._fused, _ = reparameterize(self.model, verify=False)
         return self._fused
 
+    def export(self, target: str, profile, size, batch: int, precision: str | None, out_dir: Path,
+               say: Callable[[str], None]) -> tuple[Path, str]:
+        """This model as `target`'s artifact in `out_dir`, within the device profile's export
+        constraints (parity is the bench's own check, run on the device's outputs)."""
+        from edgeseg.export_job import export_checkpoint  # lazy: the export job pulls the exporters' heavy parts
+        from edgeseg.exporters import get_target
+
+        t = get_target(target)
+        out = out_dir / f"{self.name}{t.suffix}"
+        say(f"exporting {self.name} to {t.name} for {profile.name} ({size[0]}x{size[1]})")
+        export_checkpoint(None, out, target=t.name, model=self.model, device=profile.name, input_size=tuple(size), batch=batch,
+                          precision=precision, parity=False, verify_reparam=False, overwrite=True)
+        return out, f"edgeseg export ({t.name})"
+
     def ensure_model(self):
         """A PyTorch model for prediction/parity: loaded, or rebuilt from an artifact's architecture."""
         if self.model is not None:
@@ -99,35 +102,27 @@ def resolve_subject(target: str | Path, arch: str | None = None, seed: int = 0, 
     checks) or with its default initialisation (latency predictions, where weights do not matter).
     """
     p = Path(target)
-    suffix = p.suffix.lower()
-    if suffix in ARTIFACT_KINDS:
+    artifact_target = target_for_suffix(p.suffix)
+    if artifact_target is not None:
         if not p.exists():
             raise EdgesegError(f"artifact {p} not found", "check the path")
-        manifest: dict[str, Any] = {}
-        try:
-            from edgeseg.parity.job import read_manifest
-
-            manifest = read_manifest(p) or {}
-        except ImportError:  # pragma: no cover
-            manifest = {}
-        kind = ARTIFACT_KINDS[suffix]
-        if kind == "onnx":
+        manifest: dict[str, Any] = read_manifest(p) or {}
+        kind = artifact_target.kind
+        if p.suffix.lower() == ".onnx":
             manifest = manifest or _onnx_metadata(p)
             if not manifest.get("input_size"):
-                from edgeseg.bench.local import onnx_input_spec
-
-                _, dims, _ = onnx_input_spec(p)
+                _, dims, _ = input_spec(p)
                 if len(dims) == 4 and dims[2] and dims[3]:
                     manifest["input_size"] = [dims[2], dims[3]]
         name = arch or manifest.get("arch") or p.name.split(".")[0]
-        return Subject(kind=kind, name=name, path=p, sha256=file_sha256(p), manifest=manifest,
+        return Subject(kind=kind, name=name, path=p, sha256=artifact_sha256(p), manifest=manifest,
                        arch=arch or manifest.get("arch"))
     if p.exists():
         from edgeseg.api import load
 
         model = load(p, arch)
         info = model.edgeseg
-        return Subject(kind="model", name=info.arch, path=p, sha256=info.source_sha256 or file_sha256(p), model=model,
+        return Subject(kind="model", name=info.arch, path=p, sha256=info.source_sha256 or artifact_sha256(p), model=model,
                        arch=info.arch)
     from edgeseg.registry import list_models
 
@@ -161,15 +156,4 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
 
 def model_outputs(model, x: np.ndarray) -> list[np.ndarray]:
     """Reference outputs in the exported artifact's order."""
-    try:
-        from edgeseg.parity.torch_backend import TorchBackend
-
-        return TorchBackend(model).run(x)
-    except ImportError:  # pragma: no cover
-        import torch
-        from torch.utils._pytree import tree_flatten
-
-        with torch.inference_mode():
-            out = model(torch.from_numpy(x))
-        leaves, _ = tree_flatten(out)
-        return [t.numpy() for t in leaves if isinstance(t, torch.Tensor)]
+    return TorchRunner(model).run(x)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from edgeseg.atomic import atomic_output
 
 META_PREFIX = "edgeseg."
 
@@ -46,17 +44,3 @@ def read_deploy_metadata(metadata: dict[str, str]) -> dict[str, Any] | None:
         "source_sha256": get("source_sha256"),
         "version": get("version"),
     }
-
-
-def save_deploy(model: Any, path: str | Path, *, overwrite: bool = False, **extra: Any) -> Path:
-    """Write `model` (loaded or built by edgeseg) and check it loads back before renaming."""
-    from safetensors.torch import save_file
-
-    from edgeseg.api import load
-
-    info = model.edgeseg
-    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        save_file(sd, str(tmp), metadata=deploy_metadata(info, **extra))
-        load(tmp)  # strict reload: the file must describe itself completely
-    return Path(path)

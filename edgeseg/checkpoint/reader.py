@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import zipfile
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import CheckpointError
+from edgeseg.hashing import artifact_sha256
 
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -26,16 +26,6 @@ class RawCheckpoint:
     wrapper: str | None = None  # where the state dict sat: "state_dict", "model", ...
     extra: dict[str, Any] = field(default_factory=dict)  # other top-level entries (mmseg "meta", ...)
     sha256: str = ""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in paths:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def _numpy_safe_globals() -> list:
@@ -168,5 +158,5 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
             raise CheckpointError(f"{path} is empty", "re-download or re-save the checkpoint")
         sd, wrapper, extra = _unwrap(_torch_load(path), path)
         raw = RawCheckpoint(path=path, format="torch", state_dict=sd, wrapper=wrapper, extra=extra)
-    raw.sha256 = file_sha256(path)
+    raw.sha256 = artifact_sha256(path)
     return raw

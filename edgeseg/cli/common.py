@@ -8,27 +8,12 @@ from typing import Any, Callable
 
 import typer
 
-from edgeseg.errors import EdgesegError
+from edgeseg.sizes import parse_size  # noqa: F401  (the CLI modules take it from here)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
 ARCH_OPTION = typer.Option(None, "--arch", help="Architecture (e.g. fastvit_t8), family, or module:factory; detected when omitted.")
 INPUT_SIZE_OPTION = typer.Option(None, "--input-size", help="Input size HxW (or one number for square); default from the model.")
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing output.")
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        dims = [int(p) for p in parts if p.strip()]
-    except ValueError:
-        dims = []
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2 or min(dims) <= 0:
-        raise EdgesegError(f"invalid input size {text!r}", "use HxW, e.g. 256x256, or one number")
-    return dims[0], dims[1]
 
 
 def console(stderr: bool = False):

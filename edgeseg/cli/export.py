@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
 from edgeseg.cli.app import app
 from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, OVERWRITE_OPTION, emit, parse_size, steps
 from edgeseg.errors import EdgesegError
+from edgeseg.exporters import PRECISIONS, targets
 
-TARGETS = ("onnx", "coreml", "trt")
+
+def with_target_options(command: Callable) -> Callable:
+    """Add each target's CLI option group (from its registration record) to `command`, which
+    receives them gathered in `target_options` (ExportRequest.options keys)."""
+    sig = inspect.signature(command, eval_str=True)
+    extra, split = [], set()
+    for t in targets():
+        for o in t.options:
+            kind = bool if o.type is bool else Optional[o.type]
+            opt = typer.Option(o.default, o.flag, help=o.help, min=o.min, rich_help_panel=f"{t.name} options")
+            extra.append(inspect.Parameter(o.key, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind))
+            if o.split:
+                split.add(o.key)
+    keys = [p.name for p in extra]
+    params = [p for p in sig.parameters.values() if p.name != "target_options"]
+    at = next(i for i, p in enumerate(params) if p.name == "parity")  # after the general export options, as before
+
+    @functools.wraps(command)
+    def wrapper(**kw):
+        options: dict[str, Any] = {}
+        for key in keys:
+            value = kw.pop(key)
+            if key in split and value is not None:
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if value is not None:
+                options[key] = value
+        return command(target_options=options, **kw)
+
+    all_params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[:at] + extra + params[at:]]
+    wrapper.__signature__ = sig.replace(parameters=all_params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in all_params}
+    del wrapper.__wrapped__
+    return wrapper
 
 
 def render_export(con, s: dict[str, Any]) -> None:
@@ -44,23 +79,19 @@ def render_export(con, s: dict[str, Any]) -> None:
     if checks:
         con.print(f"graph: minimal={checks['minimal']} (BatchNormalization {len(checks['batchnorm_nodes'])}, "
                   f"unfused branch merges {len(checks['fusable_branch_nodes'])}, dead nodes {len(checks['dead_nodes'])})")
-    parity = s.get("parity", {})
-    if parity.get("status") in ("passed", "failed", "skipped"):
-        render_parity(con, {"arch": s["arch"], "task": s["task"], "reference": parity.get("reference"), "seed": parity.get("seed"),
-                            "inputs": parity.get("inputs", {}),
-                            "artifacts": [{"artifact": s["output"], "status": parity["status"], "reason": parity.get("reason"),
-                                           "backend": parity.get("backend"), "backend_mode": parity.get("backend_mode"),
-                                           "seconds": parity.get("seconds") or 0.0, "precision": s.get("precision"),
-                                           "input_size": s.get("input_size"), "batch": s.get("batch"), "report": parity["report"]}]})
+    parity_summary = getattr(s, "parity", None)  # the export job hands over the full parity summary
+    if parity_summary is not None:
+        render_parity(con, parity_summary)
     else:
         con.print("parity: [yellow]not run (--no-parity)[/]")
     con.print(f"wrote {escape(s['output'])} (sha256 {s['sha256'][:16]}...) and {escape(s['manifest_path'])}")
 
 
 @app.command("export")
+@with_target_options
 def export_cmd(
     ckpt: Path = typer.Argument(..., help="Checkpoint (original format or .deploy.safetensors)."),
-    target: str = typer.Option("onnx", "--target", "-t", help="onnx, coreml or trt."),
+    target: str = typer.Option("onnx", "--target", "-t", help="onnx, coreml or tensorrt (alias trt, engine)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Artifact path; default beside CKPT."),
     arch: Optional[str] = ARCH_OPTION,
     input_size: Optional[str] = INPUT_SIZE_OPTION,
@@ -72,35 +103,26 @@ def export_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="Device profile: opset cap, precision, shapes (see `edgeseg devices`)."),
     postprocess: str = typer.Option("none", "--postprocess", help="Segmentation: none (native logits), upsample, argmax."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (default on)."),
-    keep_fp32: Optional[str] = typer.Option(None, "--keep-fp32", help="fp16: ONNX op types to compute in fp32, e.g. Softmax,ReduceMean."),
-    image_input: bool = typer.Option(False, "--image-input", help="Core ML: take an image input (scale/bias inside the model)."),
-    workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="TensorRT: builder workspace in MiB."),
-    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT: timing cache file (read and updated)."),
-    calib_images: Optional[Path] = typer.Option(None, "--calib-images", help="TensorRT int8: directory of calibration images."),
-    host: Optional[str] = typer.Option(None, "--host", help="TensorRT: build the engine on user@addr over SSH."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Check the artifact against PyTorch (default on)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Parity: a directory of your own images."),
     samples: int = typer.Option(1, "--samples", min=0, help="Parity: random-input batches besides the images."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the gates' random inputs (default: fresh, recorded)."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
+    target_options: dict[str, Any] | None = None,
 ) -> None:
     """Reparameterize, export, check and parity-test a checkpoint; writes the artifact and a manifest."""
     from edgeseg.export_job import export_checkpoint
     from edgeseg.parity.job import ParityFailure
 
-    if target not in TARGETS:
-        raise EdgesegError(f"unknown --target {target!r}", f"choose one of: {', '.join(TARGETS)}")
-    if precision is not None and precision not in ("fp32", "fp16", "int8"):
-        raise EdgesegError(f"unknown --precision {precision!r}", "choose fp32, fp16 or int8")
-    options: dict[str, Any] = {"image_input": image_input}
-    if keep_fp32:
-        options["fp16_keep_fp32_ops"] = [op.strip() for op in keep_fp32.split(",") if op.strip()]
+    names = [n for t in targets() for n in t.names()]
+    if target not in names:
+        raise EdgesegError(f"unknown --target {target!r}", f"choose one of: {', '.join(names)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise EdgesegError(f"unknown --precision {precision!r}", f"choose {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
+    options: dict[str, Any] = dict(target_options or {})
     if dynamic_axes:
         options["dynamic_axes"] = [a.strip() for a in dynamic_axes.split(",") if a.strip()]
-    for key, value in (("workspace_mib", workspace), ("timing_cache", timing_cache), ("calib_images", calib_images), ("host", host)):
-        if value is not None:
-            options[key] = value
     try:
         summary = export_checkpoint(ckpt, output, target=target, arch=arch, input_size=parse_size(input_size), batch=batch,
                                     dynamic=dynamic, opset=opset, precision=precision, device=device, postprocess=postprocess,

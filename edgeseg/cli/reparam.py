@@ -49,7 +49,7 @@ def reparam_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Fuse every train-time branch into single convs, verify, and write a deploy checkpoint."""
-    from edgeseg.reparam.job import reparam_checkpoint
+    from edgeseg.reparam_job import reparam_checkpoint
 
     summary = reparam_checkpoint(ckpt, output, arch=arch, input_size=parse_size(input_size), verify=verify, overwrite=overwrite,
                                  latency_iterations=iterations, progress=steps(as_json))

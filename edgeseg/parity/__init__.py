@@ -1,8 +1,11 @@
 """Parity: run the PyTorch reference and each exported artifact on the same inputs and
-compare tensor-wise and task-wise. Backends (ONNX Runtime, Core ML, TensorRT) plug in through
-`register_backend`; the comparison code never knows which runtime produced an output."""
+compare tensor-wise and task-wise. Artifacts run through their target's Runner
+(`edgeseg.exporters.open_runner`); the comparison code never knows which runtime produced an
+output."""
 
-from edgeseg.parity.backends import Backend, BackendUnavailable, get_backend, register_backend
-from edgeseg.parity.compare import ParityReport, Tolerances, compare_outputs
+from edgeseg.compare import ParityReport, Tolerances, compare_outputs
+from edgeseg.errors import BackendUnavailable
+from edgeseg.exporters import open_runner, register_runner
+from edgeseg.exporters.runner import Runner
 
-__all__ = ["Backend", "BackendUnavailable", "ParityReport", "Tolerances", "compare_outputs", "get_backend", "register_backend"]
+__all__ = ["BackendUnavailable", "ParityReport", "Runner", "Tolerances", "compare_outputs", "open_runner", "register_runner"]

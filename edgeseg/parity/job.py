@@ -8,14 +8,20 @@ skipped with the reason, never as passed.
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError, VerificationError
+from edgeseg.compare import ParityReport, compare_outputs
+from edgeseg.errors import BackendUnavailable, EdgesegError, VerificationError
+from edgeseg.exporters import open_runner
+from edgeseg.exporters.pytorch import TorchRunner
+from edgeseg.images import make_inputs
+from edgeseg.manifest import read_manifest
+from edgeseg.progress import as_steps
 
 DEFAULT_RANDOM_BATCHES = 2
 
@@ -26,22 +32,6 @@ class ParityFailure(VerificationError):
     def __init__(self, problem: str, fix: str | None, summary: dict[str, Any]):
         super().__init__(problem, fix)
         self.summary = summary
-
-
-def manifest_path_for(artifact: str | Path) -> Path:
-    artifact = Path(artifact)
-    return artifact.with_name(artifact.name + ".manifest.json")
-
-
-def read_manifest(artifact: str | Path) -> dict[str, Any] | None:
-    path = manifest_path_for(artifact)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgesegError(f"manifest {path} is not valid JSON ({exc})", "re-export the artifact or delete the manifest") from exc
-    return data if isinstance(data, dict) else None
 
 
 def _static_input(backend) -> tuple[int | None, tuple[int, int] | None]:
@@ -68,15 +58,13 @@ def _infer_postprocess(backend, size) -> str:
 
 def compare_artifact(artifact: str | Path, *, reference_for: Callable[[str], Any], inputs_for: Callable[[tuple[int, int], int], Any],
                      task: str, info, tolerances: Any = None, precision: str | None = None, input_size: tuple[int, int] | None = None,
-                     batch: int | None = None, postprocess: str | None = None, backend_options: dict | None = None) -> dict[str, Any]:
+                     batch: int | None = None, postprocess: str | None = None, backend_options: dict | None = None,
+                     manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parity of one artifact against `reference_for(postprocess)` (a backend running the
     PyTorch model); returns its entry of the summary (never raises on a mismatch)."""
-    from edgeseg.parity.backends import BackendUnavailable, get_backend
-    from edgeseg.parity.compare import ParityReport, compare_outputs
-
     artifact = Path(artifact)
     t0 = time.perf_counter()
-    manifest = read_manifest(artifact) or {}
+    manifest = manifest if manifest is not None else (read_manifest(artifact) or {})
     if manifest.get("arch") and manifest["arch"] != info.arch:
         raise EdgesegError(f"{artifact} was exported from {manifest['arch']}, the checkpoint is {info.arch}",
                            "pass the checkpoint the artifact came from")
@@ -84,7 +72,7 @@ def compare_artifact(artifact: str | Path, *, reference_for: Callable[[str], Any
     post = given or "none"
     entry: dict[str, Any] = {"artifact": str(artifact), "manifest": bool(manifest), "postprocess": post}
     try:
-        backend = get_backend(artifact, postprocess=post, **(backend_options or {}))
+        backend = open_runner(artifact, postprocess=post, **(backend_options or {}))
     except BackendUnavailable as exc:
         prec = precision or manifest.get("precision") or "fp32"
         entry.update(backend=None, precision=prec, status="skipped", reason=exc.problem,
@@ -143,30 +131,27 @@ def parity_for_model(model, artifacts: Sequence[str | Path], *, images: str | Pa
                      max_images: int | None = None, samples: int = DEFAULT_RANDOM_BATCHES, seed: int | None = None,
                      tolerances: Any = None, precision: str | None = None, input_size: tuple[int, int] | None = None,
                      batch: int | None = None, postprocess: str | None = None, threads: int | None = None,
-                     progress: Any = None) -> dict[str, Any]:
-    """Compare `model` (the PyTorch reference) with each artifact; returns the summary."""
-    import os
+                     manifests: dict[str, dict[str, Any]] | None = None, progress: Any = None) -> dict[str, Any]:
+    """Compare `model` (the PyTorch reference) with each artifact; returns the summary.
 
-    from edgeseg.progress import as_steps
-
-    from edgeseg.parity.inputs import make_inputs
-    from edgeseg.parity.torch_backend import TorchBackend
-
+    `manifests` (artifact path -> manifest) hands over what an export job knows in memory;
+    other artifacts have theirs read from beside them."""
     info = model.edgeseg
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
     input_sets: dict[tuple, Any] = {}
-    references: dict[str, TorchBackend] = {}
+    references: dict[str, TorchRunner] = {}
 
     def inputs_for(size, n):
         key = (tuple(size), n)
         if key not in input_sets:
             input_sets[key] = make_inputs(size, info.mean, info.std, batch=n, images=images, bundled=bundled_images,
-                                          max_images=max_images, random_batches=samples, seed=seed)
+                                          max_images=max_images, random_batches=samples, seed=seed,
+                                          channel_order=info.channel_order)
         return input_sets[key]
 
     def reference_for(post):
         if post not in references:
-            references[post] = TorchBackend(model, postprocess=post)
+            references[post] = TorchRunner(model, postprocess=post)
         return references[post]
 
     entries = []
@@ -176,7 +161,8 @@ def parity_for_model(model, artifacts: Sequence[str | Path], *, images: str | Pa
         with steps.step(f"parity of {Path(art).name}"):
             entries.append(compare_artifact(art, reference_for=reference_for, inputs_for=inputs_for, task=info.task, info=info,
                                             tolerances=tolerances, precision=precision, input_size=input_size, batch=batch,
-                                            postprocess=postprocess, backend_options=opts))
+                                            postprocess=postprocess, backend_options=opts,
+                                            manifest=(manifests or {}).get(str(art))))
     first = next(iter(input_sets.values()), None)
     status = _overall(entries)
     return {
@@ -213,7 +199,6 @@ def run_parity(checkpoint, artifacts: Sequence[str | Path], *, arch: str | None 
     `check` when an artifact fails (or, with `strict`, is skipped).
     """
     from edgeseg.api import load
-    from edgeseg.progress import as_steps
 
     if not artifacts:
         raise EdgesegError("no artifacts to check", "pass one or more exported files after the checkpoint")

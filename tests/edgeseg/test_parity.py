@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import EdgesegError
-from edgeseg.parity import BackendUnavailable, register_backend
-from edgeseg.parity.compare import DEFAULT_TOLERANCES, compare_outputs, mask_agreement, topk_agreement
-from edgeseg.parity.inputs import bundled_images, make_inputs, preprocess
+from edgeseg.parity import BackendUnavailable, register_runner
+from edgeseg.compare import DEFAULT_TOLERANCES, compare_outputs, mask_agreement, topk_agreement
+from edgeseg.images import bundled_images, make_inputs, preprocess
 from edgeseg.parity.job import ParityFailure, raise_if_failed
 
 RNG = np.random.default_rng(7)
@@ -147,7 +147,7 @@ def test_bundled_images_and_preprocessing(tmp_path):
 
 
 def _summary(status_by_artifact):
-    from edgeseg.parity.compare import ParityReport
+    from edgeseg.compare import ParityReport
 
     arts = []
     for name, status in status_by_artifact.items():
@@ -192,7 +192,7 @@ def test_unavailable_backend_is_reported_as_skipped(tmp_path):
     from edgeseg.api import create
     from edgeseg.parity.job import parity_for_model
 
-    @register_backend(".fakert")
+    @register_runner(".fakert")
     def _open(path, **options):
         raise BackendUnavailable("fake runtime needs macOS", "run on a Mac")
 

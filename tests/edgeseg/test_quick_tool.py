@@ -167,9 +167,9 @@ def test_cached_signatures_equal_fresh_ones_and_bad_files_are_recomputed(ckpt, m
 
 
 def test_batched_parity_reference_equals_per_sample_runs():
-    from edgeseg.parity.torch_backend import TorchBackend
+    from edgeseg.exporters.pytorch import TorchRunner
 
-    backend = TorchBackend(edgeseg.create("mobileone_s0", pretrained_like=3))
+    backend = TorchRunner(edgeseg.create("mobileone_s0", pretrained_like=3))
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((1, 3, 64, 64), dtype=np.float32) for _ in range(3)]
     batches += [rng.standard_normal((2, 3, 64, 96), dtype=np.float32), rng.standard_normal((1, 3, 64, 64), dtype=np.float32)]

@@ -120,7 +120,7 @@ def mobileone(tiny, tmp_path_factory):
 
 
 def test_spec_fields(mobileone):
-    from edgeseg.exporters.coreml_spec import load_spec, summarize
+    from edgeseg.exporters.coreml.spec import load_spec, summarize
 
     fused, res = mobileone
     s = summarize(load_spec(res.path))
@@ -137,7 +137,7 @@ def test_spec_fields(mobileone):
 
 
 def test_spec_check_reports_mismatches(mobileone):
-    from edgeseg.exporters.coreml_spec import Expected, check, load_spec, summarize
+    from edgeseg.exporters.coreml.spec import Expected, check, load_spec, summarize
 
     _, res = mobileone
     s = summarize(load_spec(res.path))
@@ -169,8 +169,8 @@ def test_fp32_export_is_reported_off_the_neural_engine(tiny, tmp_path):
 
 def test_ane_findings_for_dilated_conv_and_gather(tmp_path):
     """The Neural Engine report looks at op types and attributes: a dilated conv and a gather."""
-    from edgeseg.exporters.coreml_convert import convert
-    from edgeseg.exporters.coreml_spec import summarize
+    from edgeseg.exporters.coreml.convert import convert
+    from edgeseg.exporters.coreml.spec import summarize
     import coremltools as ct
 
     class M(nn.Module):
@@ -195,8 +195,8 @@ def test_ane_findings_for_dilated_conv_and_gather(tmp_path):
 def test_image_input_folds_std_into_the_first_conv_exactly(tiny):
     import copy
 
-    from edgeseg.exporters.coreml_module import build_module
-    from edgeseg.exporters.onnx_wrap import wrap_for_export
+    from edgeseg.exporters.coreml.module import build_module
+    from edgeseg.exporters.wrap import wrap_for_export
 
     # float64 throughout: the fold is then exact up to rounding (~1e-16); in float32 the
     # rounded folded weights add noise that depth amplifies to ~1e-5
@@ -231,7 +231,7 @@ class _ResidualStem(nn.Module):
 
 
 def test_image_input_falls_back_to_an_explicit_multiply():
-    from edgeseg.exporters.coreml_module import build_module
+    from edgeseg.exporters.coreml.module import build_module
 
     m = _ResidualStem().eval()
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -250,7 +250,7 @@ def test_image_input_falls_back_to_an_explicit_multiply():
 
 def test_image_input_export(tiny, tmp_path):
     """The saved spec has an RGB image input whose preprocessing is exactly pixel/255 - mean."""
-    from edgeseg.exporters.coreml_spec import load_spec
+    from edgeseg.exporters.coreml.spec import load_spec
 
     fused = tiny
     res = _export(fused, tmp_path / "img.mlpackage", (64, 64), options={"image_input": True})
@@ -279,8 +279,8 @@ def test_image_input_needs_batch_one(tiny, tmp_path):
 # ------------------------------------------------------------------ labels, postprocess
 
 def test_classifier_labels(tmp_path):
-    from edgeseg.exporters.coreml_spec import load_spec
-    from edgeseg.parity.coreml_backend import classifier_labels
+    from edgeseg.exporters.coreml.spec import load_spec
+    from edgeseg.exporters.coreml.runner import classifier_labels
 
     fused = _fused("mobileone_s0", (64, 64), num_classes=5, num_blocks=(1, 1, 1, 1))
     labels = tmp_path / "labels.txt"
@@ -336,7 +336,7 @@ def test_profiles(tiny, tmp_path):
 
 
 def test_failed_validation_leaves_nothing_and_keeps_old_output(tmp_path, monkeypatch, mobileone):
-    import edgeseg.exporters.coreml_spec as spec_mod
+    import edgeseg.exporters.coreml.spec as spec_mod
 
     fused, _ = mobileone
     out = tmp_path / "keep.mlpackage"
@@ -369,7 +369,7 @@ class _DataDependent(nn.Module):
 def test_capture_falls_back_and_reports_why():
     import coremltools as ct
 
-    from edgeseg.exporters.coreml_convert import convert
+    from edgeseg.exporters.coreml.convert import convert
 
     x = torch.randn(1, 3, 8, 8)
     io = dict(inputs=[ct.TensorType(name="input", shape=x.shape, dtype=np.float32)], outputs=[ct.TensorType(name="y", dtype=np.float32)],
@@ -395,7 +395,7 @@ class _Overflow(nn.Module):
 
 
 def test_preflight_predicts_overflow():
-    from edgeseg.exporters.coreml_preflight import fp16_preflight
+    from edgeseg.exporters.coreml.preflight import fp16_preflight
 
     out = fp16_preflight(_Overflow().eval(), input_size=(16, 16), task="segmentation", mean=(0.5,) * 3, std=(0.25,) * 3)
     assert out["nonfinite"] is True and 0 < out["nonfinite_fraction"] <= 1
@@ -407,7 +407,7 @@ def test_preflight_predicts_overflow():
 
 def test_preflight_emulation_tracks_real_fp16(tiny):
     """The fast emulation and PyTorch's fp16 kernels give drift of the same size."""
-    from edgeseg.exporters.coreml_preflight import fp16_preflight
+    from edgeseg.exporters.coreml.preflight import fp16_preflight
 
     fused = tiny
     info = fused.edgeseg
@@ -420,14 +420,14 @@ def test_preflight_emulation_tracks_real_fp16(tiny):
 # ------------------------------------------------------------------ parity backend
 
 def test_parity_skips_off_macos(mobileone):
-    from edgeseg.parity import BackendUnavailable, get_backend
+    from edgeseg.parity import BackendUnavailable, open_runner
     from edgeseg.parity.job import parity_for_model
 
     if platform.system() == "Darwin":
         pytest.skip("on macOS the backend runs; see test_parity_on_macos")
     fused, res = mobileone
     with pytest.raises(BackendUnavailable, match="Core ML runtime needs macOS"):
-        get_backend(res.path)
+        open_runner(res.path)
     summary = parity_for_model(fused, [res.path], samples=1, seed=0, bundled_images=False)
     entry = summary["artifacts"][0]
     assert entry["status"] == "skipped" and "macOS" in entry["reason"]
@@ -447,7 +447,7 @@ def test_parity_on_macos(tmp_path):
 
 
 def test_pixels_round_trip_and_refuse_non_images():
-    from edgeseg.parity.coreml_backend import to_pixels
+    from edgeseg.exporters.coreml.runner import to_pixels
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     pix = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8)).astype(np.float32)
@@ -459,6 +459,23 @@ def test_pixels_round_trip_and_refuse_non_images():
 
 def test_registry_entries():
     assert get_exporter("coreml").suffix == ".mlpackage"
-    from edgeseg.parity.backends import _MODULES
+    from edgeseg.exporters import target_for_suffix
 
-    assert _MODULES[".mlpackage"] == "edgeseg.parity.coreml_backend"
+    assert target_for_suffix(".mlpackage").runner.startswith("edgeseg.exporters.coreml.runner:")
+
+
+def test_bgr_model_gets_a_bgr_image_input(tiny, tmp_path):
+    """A model that reads BGR (EdgeFormer, ml-cvnets) gets a Core ML ImageType with color_layout BGR:
+    an RGB layout would feed it swapped channels from every camera frame."""
+    import copy
+    import dataclasses
+
+    from edgeseg.registry import get_entry
+
+    assert {get_entry(n).channel_order for n in ("edgeformer_s", "edgeformer_s_deeplabv3")} == {"bgr"}
+    bgr = copy.deepcopy(tiny)
+    bgr.edgeseg = dataclasses.replace(tiny.edgeseg, channel_order="bgr")
+    res = _export(bgr, tmp_path / "bgr.mlpackage", (64, 64), options={"image_input": True})
+    assert res.manifest["spec"]["inputs"][0]["color"] == "BGR"
+    rgb = _export(tiny, tmp_path / "rgb.mlpackage", (64, 64), options={"image_input": True})
+    assert rgb.manifest["spec"]["inputs"][0]["color"] == "RGB"

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeseg.api import create, reparameterize
 from edgeseg.errors import EdgesegError
 from edgeseg.exporters import ExportRequest, get_exporter
-from edgeseg.exporters.onnx_graph import analyze, prune_dead_nodes
+from edgeseg.exporters.onnx.graph import analyze, prune_dead_nodes
 from edgeseg.parity.job import parity_for_model
 from edgeseg.registry import list_models
 
@@ -348,7 +348,7 @@ def test_dead_nodes_found_and_pruned():
 def test_fp16_conversion_keeps_resize_scales_fp32_and_emulation_rounds_every_tensor():
     import onnxruntime as ort
 
-    from edgeseg.exporters.onnx_fp16 import convert_to_fp16, emulate_fp16
+    from edgeseg.exporters.onnx.fp16 import convert_to_fp16, emulate_fp16
 
     rng = np.random.default_rng(0)
     w = {"w": rng.standard_normal((2, 2, 3, 3)) / 3, "k": np.float32(1 / 3), "scales": [1, 1, 2, 2]}

@@ -21,9 +21,9 @@ from edgeseg.errors import EdgesegError
 from edgeseg.exporters import ExportRequest, get_exporter
 from edgeseg.exporters.calibration import (CacheKey, CalibrationCache, CalibrationData, Preprocess, list_images,
                                            parse_cache_header, trt_version_code)
-from edgeseg.exporters.tensorrt_plan import (CalibrationPlan, builder_flags, make_plan, parse_shape, shape_ranges, trtexec_flags,
+from edgeseg.exporters.tensorrt.plan import (CalibrationPlan, builder_flags, make_plan, parse_shape, shape_ranges, trtexec_flags,
                                              workspace_bytes)
-from edgeseg.exporters.trt_manifest import (EngineMismatch, Platform, check_compatible, check_platform_supported, engine_section,
+from edgeseg.exporters.tensorrt.manifest import (EngineMismatch, Platform, check_compatible, check_platform_supported, engine_section,
                                             read_engine_section, write_manifest)
 from edgeseg.parity import BackendUnavailable
 
@@ -49,7 +49,7 @@ def segformer():
 
 
 def _prepare(model, profile, tmp_path, **kw):
-    from edgeseg.exporters.tensorrt_onnx import prepare_onnx
+    from edgeseg.exporters.tensorrt.prepare import prepare_onnx
 
     req = ExportRequest(model=model, output=tmp_path / "m.engine", input_size=SIZE, precision="fp16",
                         profile=get_profile(profile) if profile else None, **kw)
@@ -84,7 +84,7 @@ def test_describe_refuses_what_the_parser_cannot_take(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from edgeseg.exporters.tensorrt_onnx import describe
+    from edgeseg.exporters.tensorrt.prepare import describe
 
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
@@ -103,7 +103,7 @@ def test_describe_refuses_what_the_parser_cannot_take(tmp_path):
 def test_regions_found_decomposed_and_fused(segformer, tmp_path):
     import onnx
 
-    from edgeseg.exporters.tensorrt_precision import find_regions
+    from edgeseg.exporters.tensorrt.precision import find_regions
 
     n_ln = sum(isinstance(m, nn.LayerNorm) for m in segformer.modules())
     n_sm = sum(1 for name, m in segformer.named_modules() if name.endswith(".attn"))
@@ -137,7 +137,7 @@ class _LoudNorm(nn.Module):
 def test_overflow_analysis_keeps_only_the_loud_layernorm(tmp_path, opset):
     import onnx
 
-    from edgeseg.exporters.tensorrt_precision import plan_precision
+    from edgeseg.exporters.tensorrt.precision import plan_precision
 
     path = tmp_path / "loud.onnx"
     torch.onnx.export(_LoudNorm().eval(), (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, opset_version=opset,
@@ -168,7 +168,7 @@ def test_builder_flags():
 
 
 def test_shape_ranges_and_workspace():
-    from edgeseg.exporters.tensorrt_onnx import OnnxInput
+    from edgeseg.exporters.tensorrt.prepare import OnnxInput
 
     static = shape_ranges([OnnxInput("input", (1, 3, 224, 224))], batch=1, input_size=(224, 224))
     assert static[0].static and static[0].max == (1, 3, 224, 224)
@@ -190,13 +190,13 @@ def test_shape_ranges_and_workspace():
 
 
 def _onnx_stub(shape=(1, 3, 64, 64)):
-    from edgeseg.exporters.tensorrt_onnx import OnnxInput, PreparedOnnx
+    from edgeseg.exporters.tensorrt.prepare import OnnxInput, PreparedOnnx
 
     return PreparedOnnx(path=Path("m.onnx"), sha256="ab" * 32, opset=13, inputs=[OnnxInput("input", shape)], outputs=[], op_counts={})
 
 
 def _fp32_stub(nodes):
-    from edgeseg.exporters.tensorrt_precision import PrecisionPlan, Region
+    from edgeseg.exporters.tensorrt.precision import PrecisionPlan, Region
 
     regions = [Region("layernorm", [n], [n + "_out"], [n + "_in"], peak=1e6, keep_fp32=True, reason="variance") for n in nodes]
     return PrecisionPlan("auto", 0.5, regions)
@@ -217,7 +217,7 @@ def test_make_plan():
 
 
 def test_trtexec_flags_per_tensorrt_version():
-    from edgeseg.bench.trtexec import build_command
+    from edgeseg.exporters.tensorrt.trtexec import build_command
 
     info = types.SimpleNamespace(size_divisor=32)
     loud = make_plan(precision="fp16", onnx=_onnx_stub(), info=info, batch=1, input_size=(64, 64), options={}, fp32=_fp32_stub(["/a/ln"]))
@@ -363,7 +363,7 @@ class _FakeCuda:
 
 
 def test_entropy_calibrator_serves_batches_and_the_cache(tmp_path):
-    from edgeseg.exporters.tensorrt_build import make_calibrator
+    from edgeseg.exporters.tensorrt.build import make_calibrator
 
     fake_trt = types.SimpleNamespace(IInt8EntropyCalibrator2=type("Base", (), {"__init__": lambda self: None}))
     paths = _images(tmp_path / "cal", 5)
@@ -384,7 +384,7 @@ def test_entropy_calibrator_serves_batches_and_the_cache(tmp_path):
 
 
 def test_fp32_layers_pinned_by_name_or_output():
-    from edgeseg.exporters.tensorrt_build import apply_fp32_layers
+    from edgeseg.exporters.tensorrt.build import apply_fp32_layers
 
     f32, f16, i32 = "float32", "float16", "int32"
     trt = types.SimpleNamespace(float32=f32, float16=f16)
@@ -504,13 +504,13 @@ def test_local_build_without_tensorrt_says_so(tmp_path):
 
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed here")
 def test_parity_skips_without_tensorrt(tmp_path):
-    from edgeseg.parity import get_backend
+    from edgeseg.parity import open_runner
     from edgeseg.parity.job import parity_for_model
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 16)
     with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
-        get_backend(engine)
+        open_runner(engine)
     summary = parity_for_model(_fused_mobileone(), [engine], samples=1, seed=0, bundled_images=False)
     entry = summary["artifacts"][0]
     assert entry["status"] == "skipped" and entry["reason"] == "TensorRT is not installed"
@@ -544,8 +544,8 @@ def test_remote_jetson_build_orchestration(tmp_path, monkeypatch, segformer):
     """--device jetson-nano --host: opset 13 ONNX, fp16 plan, the harness's trtexec build;
     the engine lands with a manifest naming the device's TensorRT and GPU, and this machine
     refuses to run it."""
-    import edgeseg.bench.remote.ssh as ssh
-    import edgeseg.bench.remote.tensorrt as remote_trt
+    import edgeseg.remote.ssh as ssh
+    import edgeseg.exporters.tensorrt.remote as remote_trt
 
     calls = {}
 
@@ -579,7 +579,7 @@ def test_remote_jetson_build_orchestration(tmp_path, monkeypatch, segformer):
 
 
 def test_remote_int8_needs_a_cache_made_for_this_graph(tmp_path, monkeypatch):
-    import edgeseg.bench.remote.ssh as ssh
+    import edgeseg.remote.ssh as ssh
 
     monkeypatch.setattr(ssh, "SSHSession", _FakeSession)
     model = _fused_mobileone()

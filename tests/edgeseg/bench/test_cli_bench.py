@@ -62,7 +62,7 @@ def test_bench_predict_json_results_and_report(capsys, tmp_path):
 
 def test_bench_host_and_regression_gate(capsys, tmp_path):
     from edgeseg.bench.result import BenchResult
-    from edgeseg.bench.stats import LatencyStats
+    from edgeseg.stats import LatencyStats
     from edgeseg.bench.store import ResultStore
 
     db = tmp_path / "r.sqlite"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeseg.bench.harness import bench_artifact, predict_latency
+from edgeseg.bench.harness import bench_artifact
+from edgeseg.bench.predict import predict_latency
 from edgeseg.bench.store import ResultStore
 from edgeseg.errors import EdgesegError
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgeseg.bench.predict import estimate, predict_latency, trace_layers
+from edgeseg.bench.predict import estimate, trace_layers
+from edgeseg.bench.predict import predict_model_latency as predict_latency
 from edgeseg.devices import Ceiling, get_profile
 
 

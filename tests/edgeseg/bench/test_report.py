@@ -10,7 +10,7 @@ import pytest
 
 from edgeseg.bench.report import fused_vs_unfused, render_csv, render_markdown, write_report
 from edgeseg.bench.result import BenchResult
-from edgeseg.bench.stats import LatencyStats
+from edgeseg.stats import LatencyStats
 from edgeseg.errors import EdgesegError
 
 

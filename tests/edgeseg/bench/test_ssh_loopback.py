@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg.bench.remote.ssh import RemoteError, SSHSession, Timeouts
+from edgeseg.remote.ssh import RemoteError, SSHSession, Timeouts
 from edgeseg.errors import EdgesegError
 
 pytestmark = pytest.mark.ssh
@@ -153,7 +153,7 @@ def test_remote_timeout_kills_the_runner_and_cleans_up(sshd, write_profile, remo
 
 
 def test_runner_crash_is_reported_and_cleaned_up(sshd, write_profile, remote_workdir, tmp_path):
-    from edgeseg.bench.remote.ort import run_ort_remote
+    from edgeseg.exporters.onnx.remote import run_ort_remote
 
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"this is not an ONNX model")
@@ -166,7 +166,7 @@ def test_runner_crash_is_reported_and_cleaned_up(sshd, write_profile, remote_wor
 
 
 def test_device_without_onnxruntime_is_explained(sshd, remote_workdir, tiny_onnx):
-    from edgeseg.bench.remote.ort import run_ort_remote
+    from edgeseg.exporters.onnx.remote import run_ort_remote
 
     system_python = "/usr/bin/python3"
     if not os.path.exists(system_python):
@@ -257,7 +257,7 @@ def test_trtexec_failure_is_reported(sshd, write_profile, remote_workdir, tiny_o
 
 
 def test_remote_engine_build_fetches_the_engine(sshd, write_profile, remote_workdir, tiny_onnx, tmp_path):
-    from edgeseg.bench.remote.tensorrt import build_engine_remote
+    from edgeseg.exporters.tensorrt.remote import build_engine_remote
     from edgeseg.devices import get_profile
 
     write_profile("loopback-jetson", JETSON.replace("{TRTEXEC}", str(_fake_trtexec(tmp_path))))
@@ -295,7 +295,7 @@ def _fake_mlpackage(tmp_path: Path, broken: bool = False) -> Path:
 
 
 def test_coreml_runner_over_ssh(sshd, remote_workdir, tmp_path):
-    from edgeseg.bench.remote.coreml import run_coreml_remote
+    from edgeseg.exporters.coreml.remote import run_coreml_remote
 
     python = _fake_mac_python(tmp_path)
     with SSHSession(sshd.host, identity=sshd.identity, known_hosts=sshd.known_hosts) as session:
@@ -311,7 +311,7 @@ def test_coreml_runner_over_ssh(sshd, remote_workdir, tmp_path):
 
 
 def test_coreml_refuses_a_host_that_is_not_macos(sshd, remote_workdir, tmp_path):
-    from edgeseg.bench.remote.coreml import run_coreml_remote
+    from edgeseg.exporters.coreml.remote import run_coreml_remote
 
     with SSHSession(sshd.host, identity=sshd.identity, known_hosts=sshd.known_hosts) as session:
         with pytest.raises(RemoteError) as ei:

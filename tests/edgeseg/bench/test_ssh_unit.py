@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from edgeseg.bench.remote.common import measurement_from_runner
-from edgeseg.bench.remote.ssh import Completed, RemoteError, SSHTarget
+from edgeseg.remote.common import measurement_from_runner
+from edgeseg.remote.ssh import Completed, RemoteError, SSHTarget
 from edgeseg.errors import EdgesegError
 
 
@@ -54,13 +54,13 @@ def test_ort_runner_runs_locally(tmp_path, tiny_onnx):
 
     import numpy as np
 
-    from edgeseg.bench.runners import runner_path
+    from edgeseg.exporters.onnx.remote import DEVICE_RUNNER
 
     path, _ = tiny_onnx
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     np.save(tmp_path / "in.npy", x)
     out = tmp_path / "res.json"
-    r = subprocess.run([sys.executable, str(runner_path("ort_runner.py")), "--model", str(path), "--out", str(out),
+    r = subprocess.run([sys.executable, str(DEVICE_RUNNER), "--model", str(path), "--out", str(out),
                         "--warmup", "50ms", "--iterations", "4", "--threads", "1", "--input", str(tmp_path / "in.npy"),
                         "--save-outputs", str(tmp_path / "o.npz")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -71,6 +71,6 @@ def test_ort_runner_runs_locally(tmp_path, tiny_onnx):
     ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     with np.load(tmp_path / "o.npz") as z:
         np.testing.assert_allclose(z["out0"], ref, rtol=1e-5, atol=1e-6)
-    bad = subprocess.run([sys.executable, str(runner_path("ort_runner.py")), "--model", str(tmp_path / "none.onnx"), "--out",
+    bad = subprocess.run([sys.executable, str(DEVICE_RUNNER), "--model", str(tmp_path / "none.onnx"), "--out",
                           str(out)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("edgeseg-runner-error: model file")

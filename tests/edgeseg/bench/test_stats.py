@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from edgeseg.bench.stats import LatencyStats, trimmed_times
-from edgeseg.bench.timing import Warmup, measure, time_callable
+from edgeseg.stats import LatencyStats, trimmed_times
+from edgeseg.timing import Warmup, measure, time_callable
 from edgeseg.errors import EdgesegError
 
 

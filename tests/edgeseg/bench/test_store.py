@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from edgeseg.bench.result import BenchResult
-from edgeseg.bench.stats import LatencyStats
+from edgeseg.stats import LatencyStats
 from edgeseg.bench.store import RegressionError, ResultStore, compare_results, default_db_path, regression_gate
 from edgeseg.errors import EdgesegError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg.bench import trtexec as tx
+from edgeseg.exporters.tensorrt import trtexec as tx
 from edgeseg.devices import get_profile
 from edgeseg.errors import EdgesegError
 
@@ -136,7 +136,7 @@ def test_times_trt10_keeps_everything():
     t = tx.parse_times(_read("trtexec_10.3_times.json"), warmup_queries=117, timed_queries=20, warmup_ms=200)
     assert t.dropped_warmup == 0 and len(t.latency_ms) == 20
     assert t.latency_ms == pytest.approx([r["latencyMs"] for r in raw])
-    from edgeseg.bench.stats import LatencyStats
+    from edgeseg.stats import LatencyStats
 
     s = LatencyStats.from_times(t.latency_ms)
     assert s.median_ms == pytest.approx(float(np.median([r["latencyMs"] for r in raw])))

@@ -1,0 +1,1 @@
+"""SSH to devices, shared by export (remote engine builds) and bench (remote timing)."""
