@@ -16,14 +16,21 @@ _LAZY = {
     "register_model": "edgeseg.registry",
     "list_models": "edgeseg.registry",
     "EdgesegError": "edgeseg.errors",
+    "export": "edgeseg.workflows",
+    "ExportSummary": "edgeseg.workflows",
+    "ParitySummary": "edgeseg.workflows",
 }
+# packages that are also the workflow function of the same name (calling one calls the function)
+_CALLABLE_PACKAGES = ("parity", "bench", "predict")
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY, *_CALLABLE_PACKAGES]
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _CALLABLE_PACKAGES:
+        return importlib.import_module(f"edgeseg.{name}")
     raise AttributeError(f"module 'edgeseg' has no attribute {name!r}")

@@ -15,11 +15,12 @@ from typing import Any
 
 from edgeseg.atomic import atomic_output
 from edgeseg.checkpoint.deploy import deploy_metadata, read_deploy_metadata
-from edgeseg.checkpoint.detect import Detection, build_structure, detect
+from edgeseg.checkpoint.detect import Detection, build_structure, detect, diff_keys
 from edgeseg.checkpoint.layouts import KeyLayout
 from edgeseg.checkpoint.materialize import build_loaded
 from edgeseg.checkpoint.reader import RawCheckpoint, read_checkpoint
-from edgeseg.errors import DetectionError, EdgesegError, VerificationError
+from edgeseg.checkpoint.timm_hub import TIMM_LAYOUT, hub_architecture, parse_timm_config
+from edgeseg.errors import CheckpointError, DetectionError, EdgesegError, VerificationError
 from edgeseg.registry import ModelEntry, get_entry
 
 __all__ = ["ModelInfo", "ReparamResult", "create", "load", "load_raw", "reparameterize", "save_deploy", "resolve_custom"]
@@ -77,7 +78,7 @@ def create(name: str, *, pretrained_like: int | None = None, **cfg: Any):
     entry = resolve_custom(name) if _is_custom(name) else get_entry(name)
     model = entry.build(**cfg)
     if pretrained_like is not None:
-        from edgeseg.synthetic import randomize_weights_
+        from edgeseg.synthetic import randomize_weights_  # lazy: pulls torch
 
         d = entry.size_divisor
         calib = tuple(max(d * 2, (s // 2) // d * d) for s in entry.input_size)
@@ -101,14 +102,15 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
                 found = f
                 break
         if found is None:
-            from edgeseg.checkpoint.detect import diff_keys
-
             model = build_structure(entry, {}, False)
             d = diff_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, raw.state_dict)
             raise DetectionError(f"checkpoint does not match {arch}: {d.describe()}", "check the factory or the checkpoint")
         return Detection(entry, entry.layouts[0], found, (meta or {}).get("cfg", {}), raw.state_dict)
     if meta:
         return detect(raw.state_dict, arch=arch, fused=meta["fused"], cfg=meta["cfg"], canonical_only=True, input_size=meta["fixed_input_size"])
+    if raw.format == "timm-hub":
+        hub = parse_timm_config(raw.config, raw.path)
+        return detect(raw.state_dict, arch=arch or hub_architecture(hub, raw.path), layouts=(TIMM_LAYOUT,))
     return detect(raw.state_dict, arch=arch, hf_config=raw.config)
 
 
@@ -122,6 +124,10 @@ def _loaded_info(raw: RawCheckpoint, det: Detection, input_size: tuple[int, int]
         info.input_size = tuple(meta["input_size"])
     if input_size and _is_custom(det.entry.name):
         info.input_size = tuple(input_size)
+    if meta.get("preprocessing"):  # a deploy file keeps its own input size (set above)
+        _apply_preprocessing(info, meta["preprocessing"], size=False)
+    elif raw.format == "timm-hub":
+        _apply_preprocessing(info, _timm_hub_preprocessing(raw, det))
     return info
 
 
@@ -143,6 +149,27 @@ def inspect_raw(raw: RawCheckpoint, arch: str | None = None) -> tuple[ModelInfo,
     else:
         params = expected_params(det.entry, det.cfg, det.fused, det.input_size)
     return _loaded_info(raw, det, None), params
+
+
+def _timm_hub_preprocessing(raw: RawCheckpoint, det: Detection) -> dict:
+    hub = parse_timm_config(raw.config, raw.path)
+    found = det.cfg.get("num_classes")
+    if hub.num_classes and found is not None and hub.num_classes != found:
+        raise CheckpointError(f"{raw.path}/config.json says num_classes={hub.num_classes} but the classifier has {found} outputs",
+                              "re-download the folder; config.json and the weights disagree")
+    return hub.preprocessing()
+
+
+def _apply_preprocessing(info: ModelInfo, prep: dict, size: bool = True) -> None:
+    """Preprocessing the checkpoint's own config defines (timm pretrained_cfg) replaces the
+    registry defaults, and is kept in `info.extra` so deploy files carry it on."""
+    if prep.get("mean"):
+        info.mean = tuple(float(v) for v in prep["mean"])
+    if prep.get("std"):
+        info.std = tuple(float(v) for v in prep["std"])
+    if size and prep.get("input_size") and not info.fixed_input_size:
+        info.input_size = tuple(int(v) for v in prep["input_size"])
+    info.extra["preprocessing"] = dict(prep)
 
 
 def load(path: str | Path, arch: str | None = None, *, input_size: tuple[int, int] | None = None):
@@ -181,8 +208,8 @@ def reparameterize(model, *, verify: bool = True, input_size: tuple[int, int] | 
 
     Returns (fused_model, ReparamResult). The input model is left untouched unless `inplace`.
     """
-    from edgeseg.reparam.verify import FP32_REL_TOL, check_equivalence
-    from edgeseg.reparam.walker import reparameterize_model
+    from edgeseg.reparam.verify import FP32_REL_TOL, check_equivalence  # lazy: pulls torch
+    from edgeseg.reparam.walker import reparameterize_model  # lazy: pulls torch
 
     info: ModelInfo | None = getattr(model, "edgeseg", None)
     fused = model if inplace else copy.deepcopy(model)

@@ -10,26 +10,23 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable
+from edgeseg.api import create
+from edgeseg.bench.harness import bench_artifact
+from edgeseg.export_job import export_checkpoint
+from edgeseg.registry import get_entry, list_models
+from edgeseg.reparam_job import reparam_checkpoint
 
 DEFAULT_MODEL = "fastvit_t8"
 PREDICTED_DEVICES = ("jetson-nano", "iphone-12-pro")
 
 
 def _default_model() -> str:
-    from edgeseg.registry import list_models
-
     names = [e.name for e in list_models()]
     return DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
 
 
 def run_demo(model_name: str | None = None, workdir: str | Path = "edgeseg-demo", *, seed: int = 0, iterations: int = 20,
              progress: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
-    from edgeseg.api import create
-    from edgeseg.bench.harness import bench_artifact
-    from edgeseg.export_job import export_checkpoint
-    from edgeseg.registry import get_entry
-    from edgeseg.reparam_job import reparam_checkpoint
-
     name = model_name or _default_model()
     entry = get_entry(name)
     workdir = Path(workdir)

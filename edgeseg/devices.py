@@ -17,6 +17,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeseg.atomic import atomic_output
+import edgeseg.device_profiles as pkg
 from edgeseg.errors import EdgesegError
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -66,6 +67,8 @@ class LatencyModel(_Strict):
 
     fuse_pointwise: bool = Field(True, description="The runtime fuses activations/adds into the producing layer (TensorRT, Core ML, ORT).")
     calibration: Optional[str] = Field(None, description="Where the ceilings come from (spec sheet, measured, fitted).")
+    error_pct: Optional[float] = Field(None, ge=0, description="Measured mean |relative error| of predictions for this device (%).")
+    error_source: Optional[str] = Field(None, description="What error_pct was measured against (models, published numbers, benchmark).")
 
 
 class Access(_Strict):
@@ -129,8 +132,6 @@ class DeviceProfile(_Strict):
 
 
 def builtin_dir() -> Path:
-    import edgeseg.device_profiles as pkg
-
     return Path(pkg.__file__).parent
 
 

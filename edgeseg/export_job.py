@@ -13,11 +13,18 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from edgeseg import __version__
+from edgeseg.api import load, reparameterize
+from edgeseg.atomic import atomic_output, check_output_path
+from edgeseg.devices import get_profile
 from edgeseg.errors import EdgesegError
+from edgeseg.exporters import ExportRequest, get_exporter, get_target, target_for_runtime, target_for_suffix
+from edgeseg.exporters.wrap import check_postprocess
 from edgeseg.hashing import artifact_sha256
-from edgeseg.exporters import ExportRequest, get_exporter, get_target
+from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed
+from edgeseg.progress import as_steps
 
 class ExportSummary(dict):
     """What `export_checkpoint` returns: the manifest plus output paths (the JSON the CLI prints),
@@ -27,11 +34,60 @@ class ExportSummary(dict):
         super().__init__(data)
         self.parity = parity
 
+    def __getattr__(self, name: str) -> Any:  # keys read as attributes: summary.output, summary.sha256
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"ExportSummary has no field {name!r}") from None
 
-def default_output(ckpt: Path, arch: str, target: str, precision: str) -> Path:
+    def as_dict(self) -> dict[str, Any]:
+        """Exactly what `edgeseg export --json` prints."""
+        return dict(self)
+
+
+def default_output(ckpt: Path | None, arch: str, target: str, precision: str, *, device: str | None = None,
+                   postprocess: str = "none") -> Path:
+    """`<stem>.<device-or-target>.<precision>[.<postprocess>].<ext>` beside the checkpoint: every
+    choice that changes the artifact is in its name, so two exports never collide."""
     base = (ckpt.name if ckpt.is_dir() else ckpt.stem).removesuffix(".deploy") if ckpt else arch
-    tag = "" if precision == "fp32" else f".{precision}"
-    return (ckpt.parent if ckpt else Path(".")) / f"{base}{tag}{get_target(target).suffix}"
+    parts = [base, device or target, precision] + ([postprocess] if postprocess and postprocess != "none" else [])
+    return (ckpt.parent if ckpt else Path(".")) / (".".join(parts) + get_target(target).suffix)
+
+
+def resolve_target(target: str | None, output: str | Path | None, profile) -> str:
+    """--target if given, else what -o's suffix names, else the device profile's runtime, else onnx."""
+    if target:
+        return get_target(target).name
+    if output is not None:
+        by_suffix = target_for_suffix(Path(output).suffix)
+        if by_suffix is not None:
+            return by_suffix.name
+    if profile is not None:
+        by_runtime = target_for_runtime(profile.runtime)
+        if by_runtime is not None:
+            return by_runtime.name
+    return "onnx"
+
+
+def preflight(target: str, precision: str, postprocess: str, options: dict[str, Any]) -> None:
+    """Refusals that need no model, before the (seconds-long) model load."""
+    from edgeseg.exporters.wrap import POSTPROCESS
+
+    if postprocess not in POSTPROCESS:
+        raise EdgesegError(f"unknown --postprocess {postprocess!r}", f"choose one of: {', '.join(POSTPROCESS)}")
+    if precision == "int8" and target != "tensorrt":
+        raise EdgesegError(f"--precision int8 is built by TensorRT only, not --target {target}",
+                           "use --target tensorrt --calib-images DIR, or fp16/fp32")
+    labels = options.get("labels")
+    if isinstance(labels, (str, os.PathLike)) and not Path(labels).is_file():
+        raise EdgesegError(f"labels file {labels} does not exist", "pass a text file with one class name per line")
+    if target == "tensorrt" and not options.get("host"):
+        import importlib.util
+
+        if importlib.util.find_spec("tensorrt") is None:
+            from edgeseg.exporters.tensorrt.build import INSTALL_HINT
+
+            raise EdgesegError("TensorRT is not installed here", INSTALL_HINT)
 
 
 def _resolve_size(info, input_size, profile) -> tuple[int, int]:
@@ -57,8 +113,6 @@ def _resolve_precision(precision: str | None, profile, target: str = "onnx") -> 
 
 
 def _publish(staged: Path, final: Path, overwrite: bool) -> None:
-    from edgeseg.atomic import atomic_output
-
     with atomic_output(final, overwrite=overwrite, directory=staged.is_dir()) as tmp:
         os.replace(staged, tmp)
         if tmp.is_file():  # temp files are created private; the artifact gets the usual umask mode
@@ -77,7 +131,7 @@ def export_checkpoint(
     ckpt: str | Path | None,
     out: str | Path | None = None,
     *,
-    target: str = "onnx",
+    target: str | None = None,
     arch: str | None = None,
     input_size: tuple[int, int] | None = None,
     batch: int = 1,
@@ -91,7 +145,7 @@ def export_checkpoint(
     options: dict[str, Any] | None = None,
     parity: bool = True,
     images: str | Path | None = None,
-    samples: int = 1,
+    samples: int = 2,
     seed: int | None = None,
     tolerances: Any = None,
     verify_reparam: bool = True,
@@ -104,23 +158,27 @@ def export_checkpoint(
     with `.summary`) when the artifact does not match PyTorch; neither leaves a file behind.
     `progress`: an `edgeseg.progress.Steps` (or a callable taking each step's message).
     """
-    from edgeseg.progress import as_steps
-
     steps = as_steps(progress)
-    from edgeseg.api import load, reparameterize
-    from edgeseg.atomic import check_output_path
-
     timings: dict[str, float] = {}
-    exporter = get_exporter(target)
-    target = get_target(target).name  # the canonical name is recorded (`trt` and `engine` mean tensorrt)
     profile = None
     if device:
-        from edgeseg.devices import get_profile
-
         profile = get_profile(device)
+    target = resolve_target(target, out, profile)  # the canonical name is recorded (`trt` and `engine` mean tensorrt)
+    exporter = get_exporter(target)
     prec = _resolve_precision(precision, profile, target)
+    preflight(target, prec, postprocess, options or {})
     ckpt_path = Path(ckpt) if ckpt is not None else None
 
+    def output_for(arch_name: str) -> Path:
+        final = Path(out) if out else default_output(ckpt_path, arch_name, target, prec, device=profile.name if profile else None,
+                                                     postprocess=postprocess)
+        if final.suffix != exporter.suffix:
+            raise EdgesegError(f"output {final} does not end in {exporter.suffix}, which --target {target} writes", f"use -o NAME{exporter.suffix}")
+        check_output_path(final, overwrite)  # fail before the expensive part
+        return final
+
+    if ckpt_path is not None:
+        output_for("")  # the name does not depend on the model: refuse an existing output before loading
     t = time.perf_counter()
     if model is not None:
         original = model
@@ -130,11 +188,7 @@ def export_checkpoint(
     timings["load_s"] = time.perf_counter() - t
     info = original.edgeseg
     size = _resolve_size(info, input_size, profile)
-    final = Path(out) if out else default_output(ckpt_path, info.arch, target, prec)
-    if final.suffix != exporter.suffix:
-        raise EdgesegError(f"output {final} does not end in {exporter.suffix}, which --target {target} writes", f"use -o NAME{exporter.suffix}")
-    check_output_path(final, overwrite)  # fail before the expensive part
-    from edgeseg.exporters.wrap import check_postprocess
+    final = output_for(info.arch)
 
     check_postprocess(info.task, postprocess)
 
@@ -177,13 +231,10 @@ def export_checkpoint(
         manifest.setdefault("input_size", list(size))
         manifest.setdefault("batch", batch)
         manifest.setdefault("postprocess", postprocess)
-        from edgeseg import __version__
 
         manifest.setdefault("tools", {})["edgeseg"] = __version__
 
         if parity:
-            from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed  # lazy: parity sits above the export job
-
             t = time.perf_counter()
             # shapes, names and post-processing go to parity in memory, as the manifest will record them
             with steps.step("parity against PyTorch"):
@@ -213,3 +264,58 @@ def export_checkpoint(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return ExportSummary({"output": str(final), "manifest_path": str(final_manifest), **manifest}, parity=summary if parity else None)
+
+
+ALL_DEVICES = "all"
+
+
+def device_list(device: str | Sequence[str] | None) -> list[str | None]:
+    """--device values: one name, several (repeated or comma-separated), or `all` (every profile)."""
+    if device is None:
+        return [None]
+    items = [device] if isinstance(device, str) else list(device)
+    names: list[str] = []
+    for item in items:
+        for name in str(item).split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name == ALL_DEVICES:
+                from edgeseg.devices import load_profiles
+
+                names += [n for n in load_profiles() if n != "host-cpu"]
+            else:
+                names.append(name)
+    unique = list(dict.fromkeys(names))
+    if not unique:
+        raise EdgesegError("--device was given without a profile name", "see `edgeseg devices` for the names")
+    return unique  # type: ignore[return-value]
+
+
+def export_many(ckpt: str | Path | None, out: str | Path | None = None, *, device: str | Sequence[str] | None = None,
+                progress: Callable[[str], None] = lambda msg: None, model=None, arch: str | None = None,
+                input_size: tuple[int, int] | None = None, **options: Any) -> dict[str, Any] | list[dict[str, Any]]:
+    """`export_checkpoint` for one device (returns its summary) or several (loads the checkpoint
+    once, exports each, returns a list of summaries; a failure on one device is recorded as
+    its row and the others still run)."""
+    devices = device_list(device)
+    if len(devices) == 1:
+        return export_checkpoint(ckpt, out, device=devices[0], progress=progress, model=model, arch=arch,
+                                 input_size=input_size, **options)
+    if out is not None:
+        raise EdgesegError("-o names one file; several --device values write one artifact each",
+                           "drop -o: names are <stem>.<device>.<precision>.<ext>")
+    for name in devices:
+        get_profile(name)  # an unknown name fails before any export
+    if model is None:
+        progress(f"loading {ckpt}")
+        model = load(Path(ckpt), arch, input_size=input_size)
+    summaries = []
+    for name in devices:
+        progress(f"exporting for {name}")
+        try:
+            summaries.append(export_checkpoint(ckpt, None, device=name, progress=progress, model=model, input_size=input_size, **options))
+        except EdgesegError as exc:
+            summaries.append({"device_profile": name, "error": str(exc), "exit_code": exc.exit_code,
+                              **({"parity": {"status": "failed"}} if exc.exit_code == 3 else {})})
+    return summaries

@@ -25,8 +25,8 @@ def _describe(entry, device: str) -> dict[str, Any]:
 
     import torch
 
-    from edgeseg.analysis import count_macs, count_params
-    from edgeseg.reparam.walker import reparameterize_model
+    from edgeseg.analysis import count_macs, count_params  # lazy: pulls torch
+    from edgeseg.reparam.walker import reparameterize_model  # lazy: pulls torch
 
     with torch.device(device):
         model = entry.build()

@@ -51,7 +51,19 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
-_FAMILY_MODULES = ("fastvit", "mobileone", "segformer", "topformer", "edgeformer", "boostformer")
+# Every module that registers models, listed explicitly (nothing is discovered from files or
+# entry points): one per family, plus the segmentation variants that live in their own module.
+FAMILY_MODULES = (
+    "edgeseg.models.fastvit",
+    "edgeseg.models.fastvit_seg",
+    "edgeseg.models.mobileone",
+    "edgeseg.models.segformer",
+    "edgeseg.models.topformer",
+    "edgeseg.models.edgeformer",
+    "edgeseg.models.edgeformer_seg",
+    "edgeseg.models.boostformer",
+)
+_populated = False
 
 
 def register_model(
@@ -78,12 +90,18 @@ def register_model(
 
 
 def _populate() -> None:
-    for mod in _FAMILY_MODULES:
+    """Import every family module once; a module that fails to import is an error, never a
+    silently smaller registry (a missing family would turn into "unrecognised layout")."""
+    global _populated
+    if _populated:
+        return
+    for mod in FAMILY_MODULES:
         try:
-            importlib.import_module(f"edgeseg.models.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"edgeseg.models.{mod}":
-                raise
+            importlib.import_module(mod)
+        except Exception as exc:
+            raise EdgesegError(f"model family module {mod} failed to import ({type(exc).__name__}: {exc})",
+                               "reinstall edgeseg (pip install -e .) or run with --debug for the traceback") from exc
+    _populated = True
 
 
 def list_models(family: str | None = None) -> list[ModelEntry]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from edgeseg.api import load, reparameterize, save_deploy
+from edgeseg.atomic import check_output_path
+from edgeseg.progress import as_steps
+from edgeseg.timing import time_torch_model
 
 
 def default_deploy_path(ckpt: Path) -> Path:
@@ -28,11 +32,7 @@ def reparam_checkpoint(
 
     `progress`: an `edgeseg.progress.Steps` (or a callable taking each step's message).
     """
-    from edgeseg.analysis import count_macs, count_params
-    from edgeseg.api import load, reparameterize, save_deploy
-    from edgeseg.atomic import check_output_path
-    from edgeseg.progress import as_steps
-    from edgeseg.timing import time_torch_model
+    from edgeseg.analysis import count_macs, count_params  # lazy: pulls torch
 
     steps = as_steps(progress)
 
@@ -72,6 +72,11 @@ def reparam_checkpoint(
             "after": after.as_dict(),
             "speedup": before.median_ms / after.median_ms,
         }
+        from edgeseg.noise import noise_flags
+
+        flags = [f"{tag}: {f}" for tag, st in (("before", before), ("after", after)) for f in noise_flags(st)]
+        if flags:  # a ratio of noisy medians is not a result: say so next to it
+            summary["latency_ms"]["unreliable"] = flags
     with steps.step(f"writing {out}"):
         save_deploy(fused, out, overwrite=overwrite)
     return summary

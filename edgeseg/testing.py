@@ -6,16 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgeseg.api import create, reparameterize, verification_sizes
+from edgeseg.checkpoint.layouts import find_layout
+from edgeseg.registry import get_entry
+
 
 def make_checkpoint(name: str, path: str | Path, *, layout: str | None = None, seed: int = 0, **cfg: Any):
     """Build `name` with non-trivial weights and save it in an original project's layout.
 
     Returns the in-memory model (the reference for load tests).
     """
-    from edgeseg.api import create
-    from edgeseg.checkpoint.layouts import find_layout
-    from edgeseg.registry import get_entry
-
     entry = get_entry(name)
     model = create(name, pretrained_like=seed, **cfg)
     lay = find_layout(entry, layout) if layout else entry.canonical_layout
@@ -25,11 +25,8 @@ def make_checkpoint(name: str, path: str | Path, *, layout: str | None = None, s
 
 def assert_reparam_equivalent(model, sizes=None, tolerance: float = 1e-4):
     """Fuse a copy of `model`, check it matches on fresh random inputs, return (fused, report)."""
-    from edgeseg.api import reparameterize
-
     fused, result = reparameterize(model, verify=False)
-    from edgeseg.api import verification_sizes
-    from edgeseg.reparam.verify import check_equivalence
+    from edgeseg.reparam.verify import check_equivalence  # lazy: pulls torch
 
     sizes = sizes or verification_sizes(model.edgeseg)
     report = check_equivalence(model, fused, sizes, tolerance=tolerance)
@@ -39,7 +36,7 @@ def assert_reparam_equivalent(model, sizes=None, tolerance: float = 1e-4):
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     """Run the `edgeseg` CLI in-process; returns (exit code, stdout, stderr) via pytest's capsys."""
-    from edgeseg.cli import main
+    from edgeseg.cli import main  # lazy: typer and the commands load only for CLI tests
 
     try:
         main(args)

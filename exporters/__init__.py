@@ -168,7 +168,7 @@ def open_runner(path: str | Path, **options: Any):
     if suffix in _EXTRA_RUNNERS:
         return _EXTRA_RUNNERS[suffix](path, **options)
     if suffix == ".safetensors":  # an edgeseg deploy checkpoint runs in PyTorch
-        from edgeseg.exporters.pytorch import open_deploy_checkpoint  # lazy: pulls torch
+        from edgeseg.exporters.pytorch import open_deploy_checkpoint  # lazy: `edgeseg --help` reads this package
 
         return open_deploy_checkpoint(path, **options)
     target = target_for_suffix(suffix)

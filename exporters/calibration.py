@@ -15,10 +15,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from edgeseg import images
 from edgeseg.errors import EdgesegError
 from edgeseg.hashing import file_sha256, hasher
-from edgeseg import images
 from edgeseg.images import Preprocess, bundled_images  # noqa: F401  (calibration's API)
+from edgeseg.atomic import atomic_output
 
 def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
     """Calibration images: every image below `directory` (recursively), sorted."""
@@ -138,8 +139,6 @@ class CalibrationCache:
         return data
 
     def save(self, data: bytes) -> None:
-        from edgeseg.atomic import atomic_output
-
         parse_cache_header(bytes(data))
         with atomic_output(self.path, overwrite=True) as tmp:
             tmp.write_bytes(bytes(data))

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.api import load
 from edgeseg.exporters.runner import Runner
+from edgeseg.exporters.wrap import wrap_for_export
 
 
 class TorchRunner(Runner):
@@ -15,8 +17,6 @@ class TorchRunner(Runner):
     precision = "fp32"
 
     def __init__(self, model, *, postprocess: str = "none"):
-        from edgeseg.exporters.wrap import wrap_for_export
-
         self.model = model
         self.info = model.edgeseg
         self.wrapper = wrap_for_export(model, self.info.task, postprocess)
@@ -53,6 +53,4 @@ class TorchRunner(Runner):
 
 
 def open_deploy_checkpoint(path: str | Path, *, postprocess: str = "none", arch: str | None = None, **_: object) -> TorchRunner:
-    from edgeseg.api import load
-
     return TorchRunner(load(path, arch), postprocess=postprocess)

@@ -24,7 +24,7 @@ def wrap_for_export(model, task: str, postprocess: str = "none"):
     import torch.nn.functional as F
     from torch import nn
 
-    from edgeseg.reparam.verify import flatten_outputs
+    from edgeseg.reparam.verify import flatten_outputs  # lazy: pulls torch
 
     check_postprocess(task, postprocess)
 

@@ -1,49 +1,26 @@
-"""BoostFormer (boostcamp AI Tech 4 final project, team CV-16): a SegFormer-B2 derivative.
+"""BoostFormer: a SegFormer-B2 derivative for ADE20K segmentation (boostcamp AI Tech 4, team CV-16).
 
-Where each fact comes from:
-- The training code (choipp/lightweight-transformer-modeling, `train.py`) builds the model
-  from its patched copy of transformers' `modeling_segformer.py` and saves it with
-  `model.module.save_pretrained(dir)`: a Hugging Face directory (config.json, a SegformerConfig
-  with model_type "segformer", plus the weights), keys `segformer.encoder.*` and
-  `decode_head.*`. That is the canonical layout here; a bare state dict with the same keys
-  (the directory's weights file on its own) is accepted too.
-- Module names, from the only version of that repository's `custom/modeling_segformer.py`
-  we could read (the team's final `boostformer/` code, in
-  boostcampaitech4lv23cv3/final-project-level3-cv-16, was not available): stage 1-2 blocks
-  `pooling`, `layer_scale_1/2`, `norm_1/2`, `mlp.{conv1, norm_1, dwconv.mixconv.conv_3|conv_5, norm_2, conv2}`; stage 3-4
-  blocks `attention.self.{query, key, value, pool, norm, act}` (no `attention.output`),
-  `layer_norm_1/2`, `mlp.{conv_1, norm_1, dwconv.mixconv.conv_3|conv_5, norm_2, conv_2}`; no
-  per-stage encoder LayerNorm; head `decode_head.{linear_c.i.proj, linear_fuse, weights,
-  batch_norm, classifier}`. The parameter count these sizes give under the original's
-  profiler convention, 17,575,190, is its published 17.575M.
-- Numerics, from that file where it agrees with edgeseg's reference facts
-  (shared/reference/models.md), from the reference facts where that file is an earlier
-  experiment (it still had GroupNorm where the final model has BatchNorm, a second residual
-  of the block input, and strided-conv patch embeddings):
-  * patch embedding: AvgPool2d(patch, stride, patch // 2, count_include_pad=False) -> 1x1
-    conv -> LayerNorm; patches 7/4 then 3/2;
-  * stages 1-2 (PoolFormer): x += ls1 * (AvgPool3x3(x) - x); x += ls2 * MixCFN(BN(x));
-    x = BN(x); layer scales initialised to 1e-5;
-  * stages 3-4: x += Attn(x) (no pre-norm, no output projection); x = LN(x + MixCFN(LN(x)));
-    attention: q = Linear(x); k, v = Linear(GELU(LN(AdaptiveAvgPool2d(7)(x)))); softmax of
-    q k^T / sqrt(head_dim);
-  * Mix-CFN: 1x1 conv -> BN -> [dw3x3 on the first half | dw5x5 on the second] -> BN ->
-    act (config.hidden_act, "gelu" = exact erf GELU) -> 1x1 conv;
-  * every LayerNorm is nn.LayerNorm(dim) (eps 1e-5: transformers' modeling code never reads
-    config.layer_norm_eps), every BN nn.BatchNorm2d defaults;
-  * head: per-stage Linear -> 768, bilinear upsample (align_corners=False) to 1/4, times a
-    learnt scalar (`weights`, shape (4, 1)), summed; BN, ReLU, dropout 0.1, 1x1 classifier.
-    `linear_fuse` (3072 -> 768, no bias) is created but never run. The forward returns the
-    logits at 1/4 resolution, as the original does (it upsamples only inside its loss).
+Architecture (module names of the final release, boostcampaitech4lv23cv3/final-project-level3-cv-16,
+`boostformer/modeling_segformer.py`, a patched copy of transformers' `modeling_segformer.py`):
+- patch embedding: AvgPool2d(patch, stride, patch // 2, count_include_pad=False) -> 1x1 conv
+  (`conv`) -> LayerNorm; patches 7/4, then 3/2;
+- stages 1-2, PoolFormer blocks (Yu et al., "MetaFormer is Actually What You Need for Vision",
+  arXiv:2111.11418): x += ls1 * (AvgPool3x3(x) - x); x += ls2 * MixCFN(BN(x)); x = BN(x);
+- stages 3-4: x += Attn(x) (no pre-norm, no output projection); x = LN(x + MixCFN(LN(x))); the
+  attention takes keys and values from a 7x7 average pool of the map, LN and GELU (the "linear
+  SRA" of PVTv2, Wang et al., arXiv:2106.13797), scaled dot product over head_dim;
+- Mix-CFN: 1x1 conv -> BN -> depthwise 3x3 on the first half of the channels and 5x5 on the
+  second (MixConv, Tan & Le, arXiv:1907.09595) -> BN -> config.hidden_act -> 1x1 conv;
+- head: per-stage Linear -> 768, bilinear upsampling to 1/4, times a learnt scalar per stage,
+  summed, BN, ReLU, dropout, 1x1 classifier. `linear_fuse` exists in the checkpoints but never runs.
+LayerNorms use torch's default eps (transformers' modeling code does not read
+config.layer_norm_eps). The forward returns logits at 1/4 resolution, as the original does.
+Checkpoint layouts and the published configuration: `boostformer_layouts.py`.
 
-Deploy (`edgeseg.reparam.reparameterize_model`): every Mix-CFN BN folds into the conv before
-it (the post-concat BN per half into the two depthwise convs), the BN in front of each stage
-1-2 Mix-CFN folds into its first 1x1 conv, layer_scale_2 into the last 1x1 conv, the head's
-scalars and BN into the four projections; `linear_fuse` is dropped. The root's hook bakes the
-input size: AdaptiveAvgPool2d(7) becomes fixed pooling (matmuls where the size is not a
-multiple of 7), upsampling gets constant sizes, and the model then refuses other sizes.
-The root's hook also removes the BN at the end of every stage 1-2 block (after the residual
-sum, so it has no single conv to fold into): see `propagate_block_norms`.
+Deploy (`edgeseg.reparameterize`): Mix-CFN BNs fold into the convs around them, the BN in front
+of each stage 1-2 Mix-CFN and layer_scale_2 into its 1x1 convs, the head's scalars and BN into
+its projections; the block-end BNs are carried forward (`boostformer_deploy.py`); the input
+size is baked (AdaptiveAvgPool2d(7) becomes fixed pooling, upsampling gets constant sizes).
 """
 
 from __future__ import annotations
@@ -55,28 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
-from edgeseg.errors import CheckpointError, EdgesegError
-from edgeseg.models.layers.norm_fold import bn_after_affine, fold_affine_into_following, fold_bn_into_following
+from edgeseg.errors import EdgesegError
+from edgeseg.models.boostformer_deploy import propagate_block_norms
+from edgeseg.models.boostformer_layouts import (DECODER_DIM, DEPTHS, DIMS, HEADS, HIDDEN_ACTS, LAYOUTS, MLP_RATIO, PATCH_SIZES,
+                                                POOL_STAGES, STRIDES, infer_cfg)
+from edgeseg.models.layers.norm_fold import fold_bn_into_following
 from edgeseg.models.layers.static_pool import StaticAvgPool2d
 from edgeseg.registry import register_model
 from edgeseg.reparam.fusion import bn_scale_shift, conv_like, fuse_conv_bn
 
-DIMS = (64, 128, 320, 512)
-DEPTHS = (3, 4, 6, 3)
-HEADS = (1, 2, 5, 8)
-PATCH_SIZES = (7, 3, 3, 3)
-STRIDES = (4, 2, 2, 2)
-MLP_RATIO = 4
-DECODER_DIM = 768
-POOL_STAGES = 2  # stages 1-2 mix tokens by pooling, stages 3-4 by attention
 KV_POOL = 7
 LAYER_SCALE_INIT = 1e-5
-# A carried block-end BN is undone by dividing each Mix-CFN output by its scale; smaller
-# scales (a zero gamma, a pruned channel) would blow that up, so the BN is kept there.
-MIN_CARRIED_SCALE = 1e-6
 
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "relu6": nn.ReLU6}
+_ACTIVATIONS = dict(zip(HIDDEN_ACTS, (nn.GELU, nn.ReLU, nn.ReLU6)))
 
 
 def _act(name: str) -> nn.Module:
@@ -121,11 +89,11 @@ class PoolingPatchEmbeddings(nn.Module):
     def __init__(self, patch_size: int, stride: int, in_ch: int, dim: int):
         super().__init__()
         self.pool = nn.AvgPool2d(patch_size, stride, patch_size // 2, count_include_pad=False)
-        self.proj = nn.Conv2d(in_ch, dim, 1)
+        self.conv = nn.Conv2d(in_ch, dim, 1)
         self.layer_norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer_norm(_channels_last(self.proj(self.pool(x))))
+        return self.layer_norm(_channels_last(self.conv(self.pool(x))))
 
 
 class MixConv2d(nn.Module):
@@ -446,78 +414,6 @@ class WeightedSumDecodeHead(nn.Module):
         return self.classifier(self.dropout(self.activation(total)))
 
 
-# ---------------------------------------------------------------- block-end BN removal
-
-
-def _is_mean_pool(pool: nn.Module) -> bool:
-    """Window weights sum to 1 everywhere (padding excluded), so pool(a*x + b) = a*pool(x) + b."""
-    return (isinstance(pool, nn.AvgPool2d) and not pool.count_include_pad and not pool.ceil_mode
-            and pool.divisor_override is None)
-
-
-def _carried_scale_ok(scale: torch.Tensor) -> bool:
-    if scale.is_meta:  # structure only: refusals depend on weights, forced ones come from the cfg
-        return True
-    return bool((scale.abs() >= MIN_CARRIED_SCALE).all())  # False for NaN too
-
-
-@torch.no_grad()
-def _absorb_into_block(blk: PoolFormerLayer, a: torch.Tensor, b: torch.Tensor) -> None:
-    """Make `blk` run on u where its real input is a*u + b (per channel); its output is then
-    a*u' + b for the real output before norm_2. The token mixer needs nothing (mean pooling
-    commutes with the affine, and x + ls1*(pool(x) - x) then does too); the Mix-CFN branch
-    sees the affine through its input norm and is scaled by 1/a where it joins the stream."""
-    mlp = blk.mlp
-    if blk.norm_1 is not None:
-        blk.norm_1 = bn_after_affine(blk.norm_1, a, b)
-    else:
-        mlp._modules[mlp.names[0]] = fold_affine_into_following(mlp.conv_in, a, b)
-    out = mlp.conv_out
-    inv = 1.0 / a
-    mlp._modules[mlp.names[1]] = conv_like(out, out.weight * inv.reshape(-1, 1, 1, 1), out.bias * inv)
-
-
-@torch.no_grad()
-def propagate_block_norms(model: BoostFormer, keep: Sequence[str] = ()) -> list[str]:
-    """Remove the BN ending each stage 1-2 block by carrying it forward as a per-channel affine.
-
-    Exact: the next block absorbs it (`_absorb_into_block`) and its own BN composes with it; at
-    the stage end, both consumers of the stage output (the next patch embedding's mean pool and
-    1x1 conv, and the head's projection of that stage) fold it into their input side. A BN stays
-    (composed with what it carries) where the carried scale would have to be divided by and is
-    tiny, or where `keep` names it ("stage.block"). Returns the kept BNs' names.
-    """
-    enc, head = model.segformer.encoder, model.decode_head
-    kept: list[str] = []
-    for i in range(POOL_STAGES):
-        blocks = enc.block[i]
-        embed = enc.patch_embeddings[i + 1]
-        if not (_is_mean_pool(embed.pool) and all(_is_mean_pool(blk.pooling.pool) for blk in blocks)):
-            kept += [f"{i}.{j}" for j in range(len(blocks))]
-            continue
-        pending: tuple[torch.Tensor, torch.Tensor] | None = None
-        for j, blk in enumerate(blocks):
-            if pending is not None:
-                _absorb_into_block(blk, *pending)
-            s, t = bn_scale_shift(blk.norm_2)
-            if pending is not None:
-                a, b = pending
-                s, t = s * a, s * b + t
-            last = j == len(blocks) - 1  # the stage's consumers only multiply by the scale
-            if f"{i}.{j}" in keep or not (last or _carried_scale_ok(s)):
-                if pending is not None:
-                    blk.norm_2 = bn_after_affine(blk.norm_2, *pending)
-                kept.append(f"{i}.{j}")
-                pending = None
-            else:
-                blk.norm_2 = None
-                pending = (s, t)
-        if pending is not None:
-            embed.proj = fold_affine_into_following(embed.proj, *pending)
-            head.linear_c[i].proj = fold_affine_into_following(head.linear_c[i].proj, *pending)
-    return kept
-
-
 # ---------------------------------------------------------------- model
 
 
@@ -530,7 +426,7 @@ class BoostFormer(nn.Module):
         self.decode_head = WeightedSumDecodeHead(num_classes)
         self.baked_input_size: tuple[int, int] | None = None
         # Block-end BNs the deploy transform must keep: how a deploy file whose weights forced
-        # some to stay (see `_infer_cfg`) gets its structure back without those weights.
+        # some to stay (see `boostformer_layouts.infer_cfg`) gets its structure back without those weights.
         self.keep_block_norms = tuple(keep_block_norms)
         self.kept_block_norms: tuple[str, ...] | None = None  # set once the block norms are carried
 
@@ -573,90 +469,6 @@ class BoostFormer(nn.Module):
         return self.decode_head(self.segformer(pixel_values))
 
 
-# ---------------------------------------------------------------- checkpoints
-
-_ENC = "segformer.encoder."
-
-
-def _to_canonical(sd: dict) -> dict:
-    # Keys every BoostFormer state dict has, fused or not, and no SegFormer one does: pooling
-    # patch embeddings (1x1 projections) and the stage 1-2 layer scales.
-    proj = sd.get(f"{_ENC}patch_embeddings.0.proj.weight")
-    if (proj is None or tuple(proj.shape[-2:]) != (1, 1) or f"{_ENC}block.0.0.layer_scale_1" not in sd
-            or "decode_head.classifier.weight" not in sd):
-        raise LayoutMismatch("not a BoostFormer state dict (pooling patch embeddings, pool blocks, weighted-sum head)")
-    return dict(sd)
-
-
-def _hf_config(entry, cfg: dict) -> dict:
-    """config.json as the original's save_pretrained writes it (its SegformerConfig, B2 sizes)."""
-    n = int(cfg.get("num_classes", 150))
-    id2label = {str(i): f"LABEL_{i}" for i in range(n)}
-    return {
-        "architectures": ["SegformerForSemanticSegmentation"],
-        "model_type": "segformer",
-        "num_channels": 3,
-        "num_encoder_blocks": 4,
-        "depths": list(DEPTHS),
-        "sr_ratios": [8, 4, 2, 1],
-        "hidden_sizes": list(DIMS),
-        "patch_sizes": list(PATCH_SIZES),
-        "strides": list(STRIDES),
-        "num_attention_heads": list(HEADS),
-        "mlp_ratios": [MLP_RATIO] * 4,
-        "hidden_act": cfg.get("hidden_act", "gelu"),
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-        "classifier_dropout_prob": 0.1,
-        "initializer_range": 0.02,
-        "drop_path_rate": 0.1,
-        "layer_norm_eps": 1e-06,
-        "decoder_hidden_size": DECODER_DIM,
-        "semantic_loss_ignore_index": 255,
-        "reshape_last_stage": True,
-        "id2label": id2label,
-        "label2id": {v: int(k) for k, v in id2label.items()},
-        "torch_dtype": "float32",
-        "transformers_version": "4.25.1",
-    }
-
-
-def _cfg_from_hf_config(config: dict) -> dict:
-    if config.get("model_type") != "segformer":
-        raise LayoutMismatch("config.json is not a SegformerConfig")
-    act = config.get("hidden_act", "gelu")
-    if act not in _ACTIVATIONS:
-        # Only reached once the keys are BoostFormer's (to_canonical runs first).
-        raise CheckpointError(f"config.json sets hidden_act={act!r}; edgeseg's BoostFormer supports {', '.join(_ACTIVATIONS)}",
-                              "retrain or convert with a supported activation")
-    cfg: dict = {"hidden_act": act}
-    labels = config.get("id2label")
-    if isinstance(labels, dict) and labels:
-        cfg["num_classes"] = len(labels)
-    return cfg
-
-
-HF = KeyLayout(
-    "boostformer-hf",
-    "boostcamp BoostFormer save_pretrained directory: config.json (SegformerConfig) + weights, segformer.encoder.*, decode_head.*",
-    to_canonical=_to_canonical,
-    container="hf",
-    hf_config=_hf_config,
-    cfg_from_hf_config=_cfg_from_hf_config,
-)
-PLAIN = KeyLayout("boostformer-pth", "the same keys as a bare state dict (the directory's weights file on its own)",
-                  to_canonical=_to_canonical, container="plain")
-
-
-def _infer_cfg(sd: dict) -> dict:
-    cfg: dict = {"num_classes": int(sd["decode_head.classifier.weight"].shape[0])}
-    if f"{_ENC}block.0.0.layer_scale_2" not in sd:  # fused: which block-end BNs its weights kept
-        kept = [f"{i}.{j}" for i in range(POOL_STAGES) for j in range(DEPTHS[i]) if f"{_ENC}block.{i}.{j}.norm_2.weight" in sd]
-        if kept:
-            cfg["keep_block_norms"] = kept
-    return cfg
-
-
 def executed_param_count(model: nn.Module) -> int:
     """Parameters of the leaf modules a forward runs (the original's 17.575M convention).
 
@@ -672,8 +484,8 @@ def executed_param_count(model: nn.Module) -> int:
     return total
 
 
-@register_model("boostformer", family="boostformer", task="segmentation", input_size=(512, 512), layouts=(HF, PLAIN),
-                infer_cfg=_infer_cfg, labels="ade20k", size_divisor=32, alt_input_size=(480, 544),
+@register_model("boostformer", family="boostformer", task="segmentation", input_size=(512, 512), layouts=LAYOUTS,
+                infer_cfg=infer_cfg, labels="ade20k", size_divisor=32, alt_input_size=(480, 544),
                 default_cfg={"num_classes": 150},
                 description="BoostFormer (boostcamp SegFormer-B2 derivative, ADE20K, 512; logits at 1/4)")
 def boostformer(num_classes: int = 150, hidden_act: str = "gelu", keep_block_norms: Sequence[str] = ()) -> BoostFormer:

@@ -193,5 +193,3 @@ def _register(variant: str) -> None:
 
 for _v in VARIANTS:
     _register(_v)
-
-from edgeseg.models import edgeformer_seg  # noqa: E402,F401  (registers the segmentation model)

@@ -12,15 +12,15 @@ or by timm still carry those BNs; the layouts fold them on load, exactly.
 
 from __future__ import annotations
 
-import bisect
-import re
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
+from edgeseg.models.fastvit_layouts import APPLE, TIMM
 from edgeseg.models.layers import ConvBN, MobileOneBlock, ReparamLargeKernelConv
+from edgeseg.models.layers.drop_path import drop_path as make_drop_path
+from edgeseg.models.layers.norm_fold import fold_bn_into_linear
 from edgeseg.models.layers.repmixer import RepCPE, RepMixer
 from edgeseg.registry import register_model
 
@@ -35,25 +35,6 @@ VARIANTS = {
     "ma36": ((6, 6, 18, 6), (76, 152, 304, 608), 4.0, True, 1e-6),
 }
 LARGE = ("sa24", "sa36", "ma36")
-
-
-class DropPath(nn.Module):
-    """Stochastic depth on the residual branch (training only)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-def _drop_path(p: float) -> nn.Module:
-    return DropPath(p) if p > 0.0 else nn.Identity()
 
 
 def _init_trunc_normal(module: nn.Module) -> None:
@@ -146,7 +127,7 @@ class RepMixerBlock(nn.Module):
         super().__init__()
         self.token_mixer = RepMixer(dim, kernel_size, use_layer_scale, layer_scale_init_value)
         self.convffn = ConvFFN(dim, int(dim * mlp_ratio), drop)
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = make_drop_path(drop_path)
         self.use_layer_scale = use_layer_scale
         if use_layer_scale:
             self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init_value)))
@@ -170,7 +151,7 @@ class AttentionBlock(nn.Module):
         self.norm = nn.BatchNorm2d(dim)
         self.token_mixer = MHSA(dim)
         self.convffn = ConvFFN(dim, int(dim * mlp_ratio), drop)
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = make_drop_path(drop_path)
         self.use_layer_scale = use_layer_scale
         if use_layer_scale:
             self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init_value)))
@@ -198,15 +179,6 @@ class AttentionBlock(nn.Module):
         fused.bias = nn.Parameter(bias)
         self.token_mixer.qkv = fused
         self.norm = nn.Identity()
-
-
-def fold_bn_into_linear(weight, bias, gamma, beta, mean, var, eps: float = 1e-5):
-    """W(BN(x)) + b as W'x + b' for a BN that *precedes* a linear map (W: out x in)."""
-    scale = gamma / torch.sqrt(var + eps)
-    shift = beta - mean * scale
-    w = weight * scale.unsqueeze(0)
-    b = weight @ shift
-    return w, (b if bias is None else b + bias)
 
 
 def basic_blocks(dim: int, stage: int, layers: Sequence[int], token_mixer: str, mlp_ratio: float, drop_rate: float,
@@ -293,163 +265,6 @@ def build_fastvit(variant: str, **kwargs) -> FastViT:
     return FastViT(layers, mixers, dims, (mlp_ratio,) * 4, pos_embs=(False, False, False, attention), **kwargs)
 
 
-# ---------------------------------------------------------------------------------------
-# Checkpoint layouts. Canonical = Apple's names. Fused checkpoints from Apple (`*_reparam`)
-# and timm keep ConvFFN's BN and the attention BN, which our fused models fold.
-
-_FUSED_MARKERS = (".reparam_conv.weight", ".lkb_reparam.weight")
-
-
-def _bn_params(sd: dict, prefix: str):
-    return (sd[f"{prefix}weight"], sd[f"{prefix}bias"], sd[f"{prefix}running_mean"], sd[f"{prefix}running_var"])
-
-
-def _pop_bn(sd: dict, prefix: str) -> None:
-    for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-        sd.pop(f"{prefix}{leaf}", None)
-
-
-@torch.no_grad()
-def fold_leftover_bns(sd: dict, prefix: str = "") -> dict:
-    """Bring a fused checkpoint of the original (or timm) to our fully fused form: fold each
-    ConvFFN BN into its conv and each attention BN into its qkv projection (in float64).
-    Unfused dicts are returned unchanged."""
-    if not any(k.endswith(_FUSED_MARKERS) for k in sd):
-        return sd
-    sd = dict(sd)
-    for key in [k for k in sd if k.startswith(prefix) and k.endswith(".convffn.conv.bn.running_var")]:
-        base = key[: -len("bn.running_var")]
-        conv_w = sd[f"{base}conv.weight"]
-        gamma, beta, mean, var = (t.double() for t in _bn_params(sd, f"{base}bn."))
-        scale = gamma / torch.sqrt(var + 1e-5)
-        sd[f"{base}conv.weight"] = (conv_w.double() * scale.reshape(-1, 1, 1, 1)).to(conv_w.dtype)
-        sd[f"{base}conv.bias"] = (beta - mean * scale).to(conv_w.dtype)
-        _pop_bn(sd, f"{base}bn.")
-    for key in [k for k in sd if k.startswith(prefix) and k.endswith(".norm.running_var")]:
-        base = key[: -len("norm.running_var")]
-        qkv = f"{base}token_mixer.qkv."
-        if f"{qkv}weight" not in sd:
-            continue
-        w = sd[f"{qkv}weight"]
-        b = sd.get(f"{qkv}bias")
-        params = [t.double() for t in _bn_params(sd, f"{base}norm.")]
-        fw, fb = fold_bn_into_linear(w.double(), None if b is None else b.double(), *params)
-        sd[f"{qkv}weight"], sd[f"{qkv}bias"] = fw.to(w.dtype), fb.to(w.dtype)
-        _pop_bn(sd, f"{base}norm.")
-    return sd
-
-
-def _apple_to_canonical(sd: dict) -> dict:
-    if "patch_embed.0.reparam_conv.weight" not in sd and not any(k.startswith("patch_embed.0.rbr_") for k in sd):
-        raise LayoutMismatch("not an ml-fastvit state dict (no patch_embed.0)")
-    if any(k.startswith(("stages.", "stem.", "backbone.")) for k in sd):
-        raise LayoutMismatch("not an ml-fastvit classification state dict")
-    return fold_leftover_bns(sd)
-
-
-# Component renames between Apple's and timm's names, applied to whole dotted components.
-_COMPONENTS = {
-    "rbr_conv": "conv_kxk",
-    "rbr_scale": "conv_scale",
-    "rbr_skip": "identity",
-    "lkb_origin": "large_conv",
-    "convffn": "mlp",
-}
-_COMPONENTS_INV = {v: k for k, v in _COMPONENTS.items()}
-
-
-def _rename_components(key: str, table: dict) -> str:
-    return ".".join(table.get(p, p) for p in key.split("."))
-
-
-def _apple_key_to_timm(key: str, stage_of: dict[int, int]) -> str:
-    m = re.match(r"network\.(\d+)\.(.*)$", key)
-    if m:
-        n, rest = int(m.group(1)), m.group(2)
-        s = stage_of[n]
-        if rest.startswith("proj."):
-            key = f"stages.{s}.downsample.{rest}"
-            key = key.replace(".proj.0.lkb_reparam.", ".proj.0.reparam_conv.")
-        elif rest.startswith("pe."):
-            key = f"stages.{s}.pos_emb.pos_enc.{rest[3:]}"
-        elif rest.startswith("reparam_conv."):
-            key = f"stages.{s}.pos_emb.{rest}"
-        else:
-            key = f"stages.{s}.blocks.{rest}"
-    elif key.startswith("patch_embed."):
-        key = "stem." + key[len("patch_embed."):]
-    elif key.startswith("conv_exp."):
-        key = "final_conv." + key[len("conv_exp."):]
-    elif key.startswith("head."):
-        key = "head.fc." + key[len("head."):]
-    key = _rename_components(key, _COMPONENTS)
-    key = key.replace(".se.reduce.", ".se.fc1.").replace(".se.expand.", ".se.fc2.")
-    return re.sub(r"(^|\.)(layer_scale(_\d)?)$", r"\1\2.gamma", key)
-
-
-def _apple_to_timm(sd: dict) -> dict:
-    kinds: dict[int, str] = {}
-    for k in sd:
-        m = re.match(r"network\.(\d+)\.([^.]+)", k)
-        if m:
-            kinds[int(m.group(1))] = "proj" if m.group(2) == "proj" else ("blocks" if m.group(2).isdigit() else "pe")
-    downs = sorted(n for n, kind in kinds.items() if kind == "proj")
-    stage_of = {n: bisect.bisect_right(downs, n) for n in kinds}
-    return {_apple_key_to_timm(k, stage_of): v for k, v in sd.items()}
-
-
-def _timm_to_apple(sd: dict) -> dict:
-    if not any(k.startswith("stem.0.") for k in sd) or not any(k.startswith("stages.") for k in sd):
-        raise LayoutMismatch("not a timm fastvit state dict (no stem.0 / stages)")
-    if any(k.startswith(("network.", "patch_embed.", "backbone.")) for k in sd):
-        raise LayoutMismatch("not a timm fastvit state dict")
-    order = {"downsample": 0, "pos_emb": 1, "blocks": 2}
-    parts = set()
-    for k in sd:
-        m = re.match(r"stages\.(\d+)\.(downsample|pos_emb|blocks)\.", k)
-        if m:
-            parts.add((int(m.group(1)), order[m.group(2)]))
-    index = {p: n for n, p in enumerate(sorted(parts))}
-    out = {}
-    for key, v in sd.items():
-        m = re.match(r"stages\.(\d+)\.(downsample|pos_emb|blocks)\.(.*)$", key)
-        if m:
-            n = index[(int(m.group(1)), order[m.group(2)])]
-            kind, rest = m.group(2), m.group(3)
-            if kind == "downsample":
-                key = f"network.{n}.{rest}".replace(".proj.0.reparam_conv.", ".proj.0.lkb_reparam.")
-            elif kind == "pos_emb":
-                key = f"network.{n}.pe.{rest[len('pos_enc.'):]}" if rest.startswith("pos_enc.") else f"network.{n}.{rest}"
-            else:
-                key = f"network.{n}.{rest}"
-        elif key.startswith("stem."):
-            key = "patch_embed." + key[len("stem."):]
-        elif key.startswith("final_conv."):
-            key = "conv_exp." + key[len("final_conv."):]
-        elif key.startswith("head.fc."):
-            key = "head." + key[len("head.fc."):]
-        key = _rename_components(key, _COMPONENTS_INV)
-        key = key.replace(".se.fc1.", ".se.reduce.").replace(".se.fc2.", ".se.expand.")
-        key = re.sub(r"(^|\.)(layer_scale(_\d)?)\.gamma$", r"\1\2", key)
-        out[key] = v
-    return fold_leftover_bns(out)
-
-
-APPLE = KeyLayout(
-    "apple-ml-fastvit",
-    "apple/ml-fastvit: {'state_dict': sd}; patch_embed, network.{i}, conv_exp, head; fused: reparam_conv, lkb_reparam",
-    to_canonical=_apple_to_canonical,
-    container="state_dict",
-)
-TIMM = KeyLayout(
-    "timm",
-    "timm fastvit: plain state dict; stem, stages.{s}.{downsample,pos_emb,blocks}, final_conv, head.fc",
-    to_canonical=_timm_to_apple,
-    from_canonical=_apple_to_timm,
-    container="plain",
-)
-
-
 def _infer_cfg(sd: dict) -> dict:
     return {"num_classes": int(sd["head.weight"].shape[0]) if "head.weight" in sd else 0}
 
@@ -467,5 +282,3 @@ def _register(variant: str) -> None:
 
 for _v in VARIANTS:
     _register(_v)
-
-from edgeseg.models import fastvit_seg  # noqa: E402,F401  (registers the segmentation variants)

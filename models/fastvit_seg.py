@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
-from edgeseg.models.fastvit import LARGE, VARIANTS, build_fastvit, fold_leftover_bns
-from edgeseg.models.layers import ConvBN
+from edgeseg.models.fastvit import LARGE, VARIANTS, build_fastvit
+from edgeseg.models.fastvit_layouts import MMSEG_FPN
+from edgeseg.models.layers import ConvBNReLU
 from edgeseg.registry import register_model
 
 SEG_VARIANTS = ("sa12", "sa24", "sa36", "ma36")  # the paper's Semantic FPN models
@@ -38,14 +38,6 @@ def _conv(in_ch: int, out_ch: int, k: int) -> nn.Sequential:
     nn.init.xavier_uniform_(conv.weight)
     nn.init.zeros_(conv.bias)
     return nn.Sequential(OrderedDict(conv=conv))
-
-
-class ConvBNReLU(ConvBN):
-    """mmcv ConvModule(conv, bn, activate=ReLU); the conv+BN folds at deploy time."""
-
-    def __init__(self, in_ch: int, out_ch: int, k: int):
-        super().__init__(in_ch, out_ch, k, conv_name="conv", bn_name="bn")
-        self.add_module("activate", nn.ReLU())
 
 
 class FPN(nn.Module):
@@ -134,22 +126,6 @@ class FastViTSeg(nn.Module):
             setattr(self.backbone, name, nn.Identity())
 
 
-def _mmseg_to_canonical(sd: dict) -> dict:
-    if not any(k.startswith("backbone.patch_embed.0.") for k in sd) or "decode_head.conv_seg.weight" not in sd:
-        raise LayoutMismatch("not an mmseg FastViT checkpoint (no backbone.patch_embed.0 / decode_head.conv_seg)")
-    if not any(k.startswith("decode_head.scale_heads.") for k in sd) or not any(k.startswith("neck.lateral_convs.") for k in sd):
-        raise LayoutMismatch("not a Semantic FPN checkpoint (no neck.lateral_convs / decode_head.scale_heads)")
-    return fold_leftover_bns(sd, prefix="backbone.")
-
-
-MMSEG = KeyLayout(
-    "mmseg-fastvit-fpn",
-    "mmsegmentation Semantic FPN on FastViT: {'meta', 'state_dict'}; backbone.* (ml-fastvit names), neck.*, decode_head.*",
-    to_canonical=_mmseg_to_canonical,
-    container="mmseg",
-)
-
-
 def _infer_cfg(sd: dict) -> dict:
     seg = sd["decode_head.conv_seg.weight"]
     return {"num_classes": int(seg.shape[0]), "head_channels": int(seg.shape[1]),
@@ -159,7 +135,7 @@ def _infer_cfg(sd: dict) -> dict:
 def _register(variant: str) -> None:
     dims = VARIANTS[variant][1]
 
-    @register_model(f"fastvit_{variant}_seg", family="fastvit", task="segmentation", input_size=(512, 512), layouts=(MMSEG,),
+    @register_model(f"fastvit_{variant}_seg", family="fastvit", task="segmentation", input_size=(512, 512), layouts=(MMSEG_FPN,),
                     infer_cfg=_infer_cfg, labels="ade20k", large=variant in LARGE,
                     description=f"FastViT-{variant.upper()} + Semantic FPN (ADE20K, 512; dims {'/'.join(map(str, dims))})")
     def factory(num_classes: int = 150, **kw):

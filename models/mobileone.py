@@ -1,12 +1,14 @@
-"""MobileOne S0-S4 (apple/ml-mobileone), key names as the original publishes them."""
+"""MobileOne S0-S4 (Vasu et al., "MobileOne: An Improved One millisecond Mobile Backbone",
+arXiv:2206.04040), module names of apple/ml-mobileone `mobileone.py`; the timm port's layout is
+in `mobileone_layouts.py`. Forward returns ImageNet logits."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
 from edgeseg.models.layers import MobileOneBlock
+from edgeseg.models.mobileone_layouts import LAYOUTS, infer_cfg
 from edgeseg.registry import register_model
 
 VARIANTS = {
@@ -53,25 +55,11 @@ class MobileOne(nn.Module):
         return self.linear(x)
 
 
-def _apple_to_canonical(sd: dict) -> dict:
-    if "linear.weight" not in sd or not any(k.startswith("stage0.") for k in sd):
-        raise LayoutMismatch("not an ml-mobileone state dict")
-    return dict(sd)
-
-
-APPLE = KeyLayout("apple-ml-mobileone", "apple/ml-mobileone: {'state_dict': sd}, stage{n}.{j}.rbr_*", to_canonical=_apple_to_canonical,
-                  container="state_dict")
-
-
-def _infer_cfg(sd: dict) -> dict:
-    return {"num_classes": int(sd["linear.weight"].shape[0])}
-
-
 def _register(variant: str) -> None:
     widths, branches, se = VARIANTS[variant]
 
-    @register_model(f"mobileone_{variant}", family="mobileone", task="classification", input_size=(224, 224), layouts=(APPLE,),
-                    infer_cfg=_infer_cfg, labels="imagenet", large=variant in ("s3", "s4"),
+    @register_model(f"mobileone_{variant}", family="mobileone", task="classification", input_size=(224, 224), layouts=LAYOUTS,
+                    infer_cfg=infer_cfg, labels="imagenet", large=variant in ("s3", "s4"),
                     description=f"MobileOne-{variant.upper()} (ImageNet, 224)")
     def factory(num_classes: int = 1000, **kw):
         return MobileOne(widths, branches, se, num_classes=num_classes, **kw)

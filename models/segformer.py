@@ -1,7 +1,8 @@
-"""SegFormer B0-B5 (NVlabs/SegFormer, mmseg-based), with NVlabs key names.
+"""SegFormer B0-B5 (Xie et al., arXiv:2105.15203; NVlabs/SegFormer, mmseg-based), with NVlabs key names.
 
-Loads the NVlabs/mmseg checkpoints and the Hugging Face transformers port (see
-segformer_layouts.py); forward returns the decode head's logits at 1/4 resolution.
+Loads the NVlabs checkpoints, the Hugging Face transformers port and mmsegmentation's own
+implementation (see segformer_layouts.py); forward returns the decode head's logits at 1/4
+resolution.
 
 Export notes: tokens -> image is `transpose(1, 2).reshape(batch, -1, h, w)` where every size
 comes straight from a `.shape` (H, W of the conv output that made the tokens), never through
@@ -17,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.layers import ConvBN
-from edgeseg.models.segformer_layouts import MMSEG, NVLABS_NORM_EPS, SegFormerSpec, infer_cfg, make_hf_layout
+from edgeseg.models.layers import ConvBN, ConvBNReLU
+from edgeseg.models.layers.drop_path import drop_path as make_drop_path
+from edgeseg.models.segformer_layouts import (EMBED_NORM_EPS, MMSEG, MMSEG1, NVLABS_NORM_EPS, SegFormerSpec, infer_cfg,
+                                              make_hf_layout)
 from edgeseg.registry import register_model
 
 VARIANTS = {
@@ -42,26 +45,11 @@ def _to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: drops the residual branch per sample while training."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device) < keep
-        return x * mask / keep
-
-
 class OverlapPatchEmbed(nn.Module):
-    def __init__(self, in_ch: int, dim: int, patch: int, stride: int):
+    def __init__(self, in_ch: int, dim: int, patch: int, stride: int, norm_eps: float = EMBED_NORM_EPS):
         super().__init__()
         self.proj = nn.Conv2d(in_ch, dim, patch, stride, padding=patch // 2)
-        self.norm = nn.LayerNorm(dim)  # eps 1e-5 in both originals
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
@@ -72,7 +60,7 @@ class OverlapPatchEmbed(nn.Module):
 class EfficientAttention(nn.Module):
     """Multi-head attention whose keys/values come from an sr x sr strided-conv reduction."""
 
-    def __init__(self, dim: int, heads: int, sr_ratio: int):
+    def __init__(self, dim: int, heads: int, sr_ratio: int, sr_norm_eps: float = EMBED_NORM_EPS):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.scale = self.head_dim ** -0.5
@@ -82,7 +70,7 @@ class EfficientAttention(nn.Module):
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
-            self.norm = nn.LayerNorm(dim)  # eps 1e-5 in both originals
+            self.norm = nn.LayerNorm(dim, eps=sr_norm_eps)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(2, (self.heads, self.head_dim)).transpose(1, 2)  # B, heads, N, d
@@ -120,11 +108,12 @@ class MixFFN(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, sr_ratio: int, norm_eps: float, drop_path: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, sr_ratio: int, norm_eps: float, drop_path: float,
+                 embed_norm_eps: float = EMBED_NORM_EPS):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = EfficientAttention(dim, heads, sr_ratio)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.attn = EfficientAttention(dim, heads, sr_ratio, embed_norm_eps)
+        self.drop_path = make_drop_path(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MixFFN(dim, dim * mlp_ratio)
 
@@ -136,7 +125,8 @@ class Block(nn.Module):
 class MixVisionTransformer(nn.Module):
     """MiT encoder: four stages of (overlapping patch embed, blocks, LayerNorm); NCHW outputs."""
 
-    def __init__(self, spec: SegFormerSpec, norm_eps: float = NVLABS_NORM_EPS, drop_path_rate: float = 0.1, in_ch: int = 3):
+    def __init__(self, spec: SegFormerSpec, norm_eps: float = NVLABS_NORM_EPS, drop_path_rate: float = 0.1, in_ch: int = 3,
+                 embed_norm_eps: float = EMBED_NORM_EPS):
         super().__init__()
         total = sum(spec.depths)
         # Python floats (no torch.linspace(...).item()): factories run on the meta device.
@@ -144,9 +134,11 @@ class MixVisionTransformer(nn.Module):
         cur = 0
         for s in range(4):
             dim = spec.dims[s]
-            setattr(self, f"patch_embed{s + 1}", OverlapPatchEmbed(in_ch if s == 0 else spec.dims[s - 1], dim, spec.patch_sizes[s], spec.strides[s]))
+            setattr(self, f"patch_embed{s + 1}", OverlapPatchEmbed(in_ch if s == 0 else spec.dims[s - 1], dim, spec.patch_sizes[s], spec.strides[s],
+                                                                        embed_norm_eps))
             setattr(self, f"block{s + 1}", nn.ModuleList(
-                Block(dim, spec.heads[s], spec.mlp_ratios[s], spec.sr_ratios[s], norm_eps, rates[cur + j]) for j in range(spec.depths[s])
+                Block(dim, spec.heads[s], spec.mlp_ratios[s], spec.sr_ratios[s], norm_eps, rates[cur + j], embed_norm_eps)
+                for j in range(spec.depths[s])
             ))
             setattr(self, f"norm{s + 1}", nn.LayerNorm(dim, eps=norm_eps))
             cur += spec.depths[s]
@@ -202,14 +194,47 @@ class SegFormerHead(nn.Module):
         return self.linear_pred(self.dropout(x))
 
 
+class MMSegSegformerHead(nn.Module):
+    """open-mmlab/mmsegmentation's `SegformerHead` (mmseg/models/decode_heads/segformer_head.py):
+    per stage a 1x1 ConvModule (conv, BN, ReLU) to `channels`, bilinear resize to stage 1's size,
+    concat in stage order [c1, c2, c3, c4], `fusion_conv` (1x1 conv, BN, ReLU), then
+    BaseDecodeHead.cls_seg: Dropout2d and the 1x1 `conv_seg`. It differs from NVlabs' all-MLP head
+    (BN + ReLU after every projection, concat order), so it is a head of its own."""
+
+    def __init__(self, in_dims, channels: int, num_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.convs = nn.ModuleList(ConvBNReLU(d, channels) for d in in_dims)
+        self.fusion_conv = ConvBNReLU(channels * len(in_dims), channels)
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[2:]
+        outs = [self.convs[0](feats[0])]
+        for conv, x in zip(self.convs[1:], feats[1:]):
+            outs.append(F.interpolate(conv(x), size=size, mode="bilinear", align_corners=False))
+        return self.conv_seg(self.dropout(self.fusion_conv(torch.cat(outs, dim=1))))
+
+
 class SegFormer(nn.Module):
-    """MiT encoder + all-MLP head; returns logits (B, num_classes, H/4, W/4)."""
+    """MiT encoder + decode head; returns logits (B, num_classes, H/4, W/4).
+
+    `head="mlp"`: NVlabs' all-MLP head (NVlabs and Hugging Face checkpoints); `head="mmseg"`:
+    mmsegmentation's SegformerHead with `decoder_dim` channels (256 in its configs).
+    """
 
     def __init__(self, spec: SegFormerSpec, num_classes: int = 150, norm_eps: float = NVLABS_NORM_EPS,
-                 conv_seg_channels: int | None = 128, drop_path_rate: float = 0.1):
+                 conv_seg_channels: int | None = 128, drop_path_rate: float = 0.1, embed_norm_eps: float = EMBED_NORM_EPS,
+                 head: str = "mlp", decoder_dim: int | None = None):
         super().__init__()
-        self.backbone = MixVisionTransformer(spec, norm_eps=norm_eps, drop_path_rate=drop_path_rate)
-        self.decode_head = SegFormerHead(spec.dims, spec.decoder_dim, num_classes, conv_seg_channels)
+        self.backbone = MixVisionTransformer(spec, norm_eps=norm_eps, drop_path_rate=drop_path_rate, embed_norm_eps=embed_norm_eps)
+        channels = decoder_dim or spec.decoder_dim
+        if head == "mlp":
+            self.decode_head = SegFormerHead(spec.dims, channels, num_classes, conv_seg_channels)
+        elif head == "mmseg":
+            self.decode_head = MMSegSegformerHead(spec.dims, channels, num_classes)
+        else:
+            raise ValueError(f"unknown SegFormer head {head!r} (mlp or mmseg)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode_head(self.backbone(x))
@@ -217,13 +242,13 @@ class SegFormer(nn.Module):
 
 def _register(variant: str, spec: SegFormerSpec) -> None:
     @register_model(f"segformer_{variant}", family="segformer", task="segmentation", input_size=(512, 512),
-                    layouts=(MMSEG, make_hf_layout(spec, VARIANTS)), infer_cfg=infer_cfg, size_divisor=32, labels="ade20k",
+                    layouts=(MMSEG, make_hf_layout(spec, VARIANTS), MMSEG1), infer_cfg=infer_cfg, size_divisor=32, labels="ade20k",
                     large=variant not in ("b0", "b1"),
                     description=f"SegFormer-{variant.upper()} (ADE20K 150 classes, 512; {ADE_MIOU[variant]} mIoU)")
     def factory(num_classes: int = 150, norm_eps: float = NVLABS_NORM_EPS, conv_seg_channels: int | None = 128,
-                drop_path_rate: float = 0.1):
+                drop_path_rate: float = 0.1, embed_norm_eps: float = EMBED_NORM_EPS, head: str = "mlp", decoder_dim: int | None = None):
         return SegFormer(spec, num_classes=num_classes, norm_eps=norm_eps, conv_seg_channels=conv_seg_channels,
-                         drop_path_rate=drop_path_rate)
+                         drop_path_rate=drop_path_rate, embed_norm_eps=embed_norm_eps, head=head, decoder_dim=decoder_dim)
 
 
 for _v, _spec in VARIANTS.items():

@@ -1,4 +1,5 @@
-"""SegFormer checkpoint layouts: NVlabs/mmseg (canonical) and Hugging Face transformers.
+"""SegFormer checkpoint layouts: NVlabs/mmseg (canonical), Hugging Face transformers, and
+open-mmlab/mmsegmentation's own SegFormer (`mmseg1`, see the section below).
 
 The two origins compute different numerics from the same weights: NVlabs builds its block
 and stage LayerNorms with eps 1e-6, transformers builds every LayerNorm with torch's default
@@ -18,6 +19,10 @@ from edgeseg.errors import CheckpointError
 
 NVLABS_NORM_EPS = 1e-6  # mit_b*: norm_layer=partial(nn.LayerNorm, eps=1e-6)
 HF_NORM_EPS = 1e-5  # transformers: nn.LayerNorm(hidden_size), default eps
+# Patch-embedding and attention-reduction LayerNorms: nn.LayerNorm(dim) (1e-5) in NVlabs and
+# transformers; mmsegmentation builds them from the backbone's norm_cfg (eps 1e-6).
+EMBED_NORM_EPS = 1e-5
+MMSEG1_NORM_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,10 @@ class SegFormerSpec:
 
 
 def _mmseg_to_canonical(sd: dict) -> dict:
-    if "decode_head.linear_pred.weight" not in sd or "backbone.patch_embed1.proj.weight" not in sd:
+    # edgeseg deploy files of mmseg-trained models hold these backbone names with mmseg's head
+    # (`fusion_conv`); their cfg (head="mmseg") tells them apart.
+    head = "decode_head.linear_pred.weight" in sd or "decode_head.fusion_conv.conv.weight" in sd
+    if not head or "backbone.patch_embed1.proj.weight" not in sd:
         raise LayoutMismatch("not an NVlabs SegFormer state dict")
     return dict(sd)
 
@@ -273,7 +281,104 @@ def make_hf_layout(spec: SegFormerSpec, known: Mapping[str, SegFormerSpec]) -> K
     )
 
 
+# ---------------------------------------------------------------- open-mmlab mmsegmentation
+#
+# mmsegmentation's re-implementation (mmseg/models/backbones/mit.py `MixVisionTransformer`, in
+# 0.x from v0.13 and in 1.x; mmseg/models/decode_heads/segformer_head.py `SegformerHead`):
+# - backbone.layers.{i} = ModuleList([PatchEmbed (`projection` conv, `norm`), ModuleList of
+#   TransformerEncoderLayer, LayerNorm]);
+# - a layer: norm1, attn (EfficientMultiheadAttention: `attn.attn` is torch's
+#   nn.MultiheadAttention, whose in_proj_weight stacks the q, k, v projections row-wise;
+#   `attn.attn.out_proj`; `attn.sr`, `attn.norm` when sr_ratio > 1), norm2, ffn (MixFFN:
+#   `ffn.layers` = [1x1 conv fc1, 3x3 depthwise pe_conv, GELU, Dropout, 1x1 conv fc2, Dropout]);
+# - every LayerNorm from norm_cfg=dict(type='LN', eps=1e-6), patch embeddings included;
+# - decode_head.convs.{i} and decode_head.fusion_conv are ConvModules (conv without bias, bn,
+#   ReLU), decode_head.conv_seg the classifier: see `MMSegSegformerHead`.
+# Saved by mmengine's CheckpointHook as {'meta', 'state_dict', ...}.
+
+_MM_BLOCK_TO_CANON = {"norm1": "norm1", "norm2": "norm2", "attn.attn.out_proj": "attn.proj", "attn.sr": "attn.sr",
+                      "attn.norm": "attn.norm", "ffn.layers.0": "mlp.fc1", "ffn.layers.1": "mlp.dwconv.dwconv",
+                      "ffn.layers.4": "mlp.fc2"}
+_CANON_BLOCK_TO_MM = {v: k for k, v in _MM_BLOCK_TO_CANON.items()}
+_POINTWISE = ("mlp.fc1", "mlp.fc2")  # 1x1 convs in mmseg, linear layers here: (out, in, 1, 1) <-> (out, in)
+
+
+def _mmseg1_to_canonical(sd: dict) -> dict:
+    if "backbone.layers.0.0.projection.weight" not in sd or "decode_head.fusion_conv.conv.weight" not in sd:
+        raise LayoutMismatch("not an mmsegmentation SegFormer state dict (backbone.layers.*.0.projection, decode_head.fusion_conv)")
+    out: dict[str, Any] = {}
+    for k, v in sd.items():
+        if m := re.fullmatch(r"backbone\.layers\.(\d+)\.0\.(projection|norm)\.(\w+)", k):
+            s, mod, leaf = m.groups()
+            out[f"backbone.patch_embed{int(s) + 1}.{'proj' if mod == 'projection' else 'norm'}.{leaf}"] = v
+        elif m := re.fullmatch(r"backbone\.layers\.(\d+)\.1\.(\d+)\.attn\.attn\.in_proj_(weight|bias)", k):
+            s, j, leaf = m.groups()
+            c = v.shape[0] // 3
+            if v.shape[0] != 3 * c:
+                raise LayoutMismatch(f"{k} does not stack three projections")
+            base = f"backbone.block{int(s) + 1}.{j}.attn"
+            # rows [0, C) project queries, [C, 2C) keys, [2C, 3C) values (nn.MultiheadAttention);
+            # NVlabs' kv projection stacks K rows then V rows: the same order.
+            out[f"{base}.q.{leaf}"], out[f"{base}.kv.{leaf}"] = v[:c], v[c:]
+        elif m := re.fullmatch(r"backbone\.layers\.(\d+)\.1\.(\d+)\.(.+)\.(\w+)", k):
+            s, j, mod, leaf = m.groups()
+            canon = _MM_BLOCK_TO_CANON.get(mod)
+            if canon is None:
+                out[k] = v
+                continue
+            if canon in _POINTWISE and leaf == "weight" and v.dim() == 4:
+                v = v.reshape(v.shape[0], v.shape[1])
+            out[f"backbone.block{int(s) + 1}.{j}.{canon}.{leaf}"] = v
+        elif m := re.fullmatch(r"backbone\.layers\.(\d+)\.2\.(\w+)", k):
+            s, leaf = m.groups()
+            out[f"backbone.norm{int(s) + 1}.{leaf}"] = v
+        else:
+            out[k] = v  # decode_head.* keep mmseg's names (MMSegSegformerHead); anything else is reported
+    return out
+
+
+def _canonical_to_mmseg1(sd: dict) -> dict:
+    import torch
+
+    out: dict[str, Any] = {}
+    for k, v in sd.items():
+        if m := re.fullmatch(r"backbone\.patch_embed(\d)\.(proj|norm)\.(\w+)", k):
+            s, mod, leaf = m.groups()
+            out[f"backbone.layers.{int(s) - 1}.0.{'projection' if mod == 'proj' else 'norm'}.{leaf}"] = v
+        elif m := re.fullmatch(r"backbone\.block(\d)\.(\d+)\.attn\.q\.(weight|bias)", k):
+            s, j, leaf = m.groups()
+            kv = sd[f"backbone.block{s}.{j}.attn.kv.{leaf}"]
+            out[f"backbone.layers.{int(s) - 1}.1.{j}.attn.attn.in_proj_{leaf}"] = torch.cat([v, kv], dim=0)
+        elif re.fullmatch(r"backbone\.block\d\.\d+\.attn\.kv\.\w+", k):
+            continue  # joined with q above
+        elif m := re.fullmatch(r"backbone\.block(\d)\.(\d+)\.(.+)\.(\w+)", k):
+            s, j, mod, leaf = m.groups()
+            if mod in _POINTWISE and leaf == "weight":
+                v = v.reshape(*v.shape, 1, 1)
+            out[f"backbone.layers.{int(s) - 1}.1.{j}.{_CANON_BLOCK_TO_MM[mod]}.{leaf}"] = v
+        elif m := re.fullmatch(r"backbone\.norm(\d)\.(\w+)", k):
+            s, leaf = m.groups()
+            out[f"backbone.layers.{int(s) - 1}.2.{leaf}"] = v
+        else:
+            out[k] = v
+    return out
+
+
+MMSEG1 = KeyLayout(
+    "mmseg1",
+    "open-mmlab/mmsegmentation SegFormer (1.x, and 0.x >= 0.13): {'meta', 'state_dict'}; backbone.layers.{i}.{0,1,2}, "
+    "attn.attn.in_proj_weight (q/k/v), decode_head.{convs,fusion_conv,conv_seg}",
+    to_canonical=_mmseg1_to_canonical,
+    from_canonical=_canonical_to_mmseg1,
+    container="mmseg",
+    cfg_overrides={"norm_eps": MMSEG1_NORM_EPS, "embed_norm_eps": MMSEG1_NORM_EPS, "head": "mmseg", "conv_seg_channels": None},
+)
+
+
 def infer_cfg(sd: dict) -> dict:
+    if "decode_head.fusion_conv.conv.weight" in sd:  # mmsegmentation's SegformerHead
+        return {"num_classes": int(sd["decode_head.conv_seg.weight"].shape[0]),
+                "decoder_dim": int(sd["decode_head.fusion_conv.conv.weight"].shape[0])}
     cfg = {"num_classes": int(sd["decode_head.linear_pred.weight"].shape[0])}
     if "decode_head.conv_seg.weight" in sd:
         cfg["conv_seg_channels"] = int(sd["decode_head.conv_seg.weight"].shape[1])

@@ -18,7 +18,7 @@ from torch import nn
 
 from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
 from edgeseg.errors import EdgesegError
-from edgeseg.models.layers.conv_bn import ConvBN
+from edgeseg.models.layers.conv_bn import ConvBN, ConvBNReLU
 from edgeseg.models.layers.static_pool import StaticAvgPool2d
 from edgeseg.registry import register_model
 
@@ -50,14 +50,6 @@ def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) 
 def _conv_module(cin: int, cout: int, groups: int = 1) -> ConvBN:
     """mmcv's ConvModule(1x1, BN, no activation): bias-free conv `conv` + `bn`."""
     return ConvBN(cin, cout, 1, 1, 0, groups, conv_name="conv", bn_name="bn")
-
-
-class ConvBNReLU(ConvBN):
-    """mmcv's ConvModule with BN and ReLU (`conv`, `bn`, `activate`)."""
-
-    def __init__(self, cin: int, cout: int, groups: int = 1):
-        super().__init__(cin, cout, 1, 1, 0, groups, conv_name="conv", bn_name="bn")
-        self.add_module("activate", nn.ReLU())
 
 
 class InvertedResidual(nn.Module):

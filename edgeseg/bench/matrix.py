@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edgeseg.bench.harness import _open_store, bench_artifact
+from edgeseg.devices import get_profile
 from edgeseg.errors import EdgesegError
 from edgeseg.sizes import parse_size
 
@@ -118,7 +120,6 @@ def load_matrix(path: str | Path) -> Matrix:
         devices.append(DeviceSpec(**d))
     if not devices:
         raise EdgesegError(f"matrix file {p}: 'devices' is empty", "list at least one profile, e.g. devices: [host-cpu]")
-    from edgeseg.devices import get_profile
 
     for d in devices:
         get_profile(d.name)  # fail early on a typo, before hours of sweeping
@@ -132,8 +133,6 @@ def run_matrix(matrix: Matrix, *, store: Any = None, base_options: dict[str, Any
                on_job_start: Callable[[Job], None] | None = None, on_job_done: Callable[[JobOutcome], None] | None = None,
                max_parallel_devices: int | None = None) -> list[JobOutcome]:
     """Run every job; one worker per device (sequential within a device), devices in parallel."""
-    from edgeseg.bench.harness import _open_store, bench_artifact
-
     db = _open_store(store)
     all_jobs = matrix.jobs()
     by_device: dict[str, list[Job]] = {}

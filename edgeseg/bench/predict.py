@@ -21,6 +21,11 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgeseg.api import reparameterize
+from edgeseg.bench.calibrate import calibrate_host
+from edgeseg.bench.result import BenchResult
+from edgeseg.bench.subject import resolve_subject
+from edgeseg.devices import Ceiling, DeviceProfile, detect_host, get_profile
 from edgeseg.errors import EdgesegError
 
 _FREE = {
@@ -265,13 +270,8 @@ def predict_model_latency(model, device="host-cpu", *, precision: str | None = N
     overhead where the profile has one ("pytorch" also turns pointwise fusion off, as eager
     runs every op). Pass `layers` from `trace_layers` to reuse a trace across devices.
     """
-    from edgeseg.devices import DeviceProfile, get_profile
-
     profile = device if isinstance(device, DeviceProfile) else get_profile(device)
     if profile.detect and not profile.ceilings:
-        from edgeseg.bench.calibrate import calibrate_host
-        from edgeseg.devices import detect_host
-
         calibrate_host(profile.threads)
         profile = detect_host(profile)
     precision = precision or profile.default_precision
@@ -307,8 +307,6 @@ def fit_ceiling(traces: list[list[LayerTrace]], measured_ms: list[float], precis
     `start` (a Ceiling) centres the grid; `span` is how far each ceiling may move (x/÷).
     """
     import numpy as np
-
-    from edgeseg.devices import Ceiling
 
     if len(traces) != len(measured_ms) or not traces:
         raise EdgesegError("fit_ceiling needs one measured latency per trace", "pass matching lists")
@@ -349,10 +347,6 @@ def predict_latency(target, device: str = "host-cpu", *, precision: str | None =
 
     Returns a LatencyPrediction (`.total_ms`, `.as_dict()`), always labelled predicted.
     """
-    from edgeseg.api import reparameterize  # lazy: pulls torch
-    from edgeseg.bench.subject import resolve_subject  # lazy: subject imports the API (torch)
-    from edgeseg.devices import get_profile
-
     if hasattr(target, "forward"):
         model = target
         if not getattr(getattr(model, "edgeseg", None), "fused", True):
@@ -367,8 +361,6 @@ def predict_latency(target, device: str = "host-cpu", *, precision: str | None =
 
 def predict_result(subject, profile, precision: str, size, batch: int):
     """The bench result of a prediction (what `edgeseg bench` records where no device is attached)."""
-    from edgeseg.bench.result import BenchResult
-
     subject.ensure_model()
     pred = predict_model_latency(subject.fused(), profile, precision=precision, input_size=size, batch=batch)
     return BenchResult(model=subject.name, device=profile.name, backend="predicted", input_size=size, precision=precision,
@@ -376,4 +368,12 @@ def predict_result(subject, profile, precision: str, size, batch: int):
                        runtime_version="roofline-1", artifact=str(subject.path) if subject.path else None,
                        artifact_sha256=subject.sha256, artifact_kind=subject.kind,
                        settings={"runtime": pred.runtime, "fuse_pointwise": pred.fuse_pointwise},
-                       extra={"prediction": pred.as_dict(top=8)})
+                       extra={"prediction": {**pred.as_dict(top=8), **error_band(profile)}})
+
+
+def error_band(profile) -> dict:
+    """The latency model's measured error on this device, shown with every prediction."""
+    lm = profile.latency_model
+    if lm.error_pct is None:
+        return {"error_pct": None, "error_source": "not measured for this device: treat the number as an order of magnitude"}
+    return {"error_pct": lm.error_pct, "error_source": lm.error_source}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.bench.reference import parity_entry, reference_outputs
 from edgeseg.bench.local import resolve_shape
+from edgeseg.bench.reference import parity_entry, reference_outputs
 from edgeseg.bench.result import BenchResult, result_fields
 from edgeseg.bench.subject import Subject
 from edgeseg.errors import EdgesegError
@@ -53,6 +53,8 @@ def bench_remote(subject: Subject, profile, precision: str, size, opts, host, id
     if opts.include_preprocessing:
         notes.append("pre-processing is not timed on devices (the runners time the model alone)")
     takes = get_target(target.remote_takes or target.name)
+    # a given artifact carries its own precision (an int8 file stays int8 whatever the profile's default)
+    precision = (subject.manifest.get("precision") if subject.kind == "onnx" else None) or precision
     # the runtime's own artifact is exported at the asked precision; a graph it builds from keeps the profile's default
     export_precision = precision if takes is target else None
     with artifact_for(subject, takes, profile, size, opts.batch, export_precision, say) as (path, how):

@@ -13,8 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from edgeseg.atomic import atomic_output
 from edgeseg.bench.result import BenchResult
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, OutputError
 
 FORMATS = ("md", "json", "csv", "png")
 # which run stands for a device in the cross-device plot, best first
@@ -84,6 +85,9 @@ def render_markdown(results: list[BenchResult], title: str = "edgeseg latency re
             lines.append(f"| {x['model']} | {x['device']} | {x['input_size']} | {x['unfused_ms']:.3f} | {x['fused_ms']:.3f} | "
                          f"x{x['speedup']:.2f} |")
     notes = sorted({n for r in results for n in ([r.extra.get("warmup_note")] if r.extra.get("warmup_note") else [])})
+    if any(r.emulated for r in results):
+        notes.append("emulated rows ran on an emulated device (qemu-user): their latencies say nothing about a board "
+                     "and are left out of the plots and comparisons")
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -120,9 +124,12 @@ def plot_size_scaling(results: list[BenchResult], path: Path) -> bool:
     """Latency vs input size, fused (solid) vs unfused (dashed), one colour per model and device."""
     series: dict[tuple, dict[int, BenchResult]] = defaultdict(dict)
     for r in sorted(results, key=lambda r: r.id or 0):
-        if r.backend in ("pytorch", "pytorch-unfused", "onnxruntime") and r.median_ms:
-            series[(r.model, r.device, r.backend)][r.input_size[0] * r.input_size[1]] = r
-    series = {k: v for k, v in series.items() if len(v) >= 2}
+        # one line = one comparable series: measured (not predicted, not emulated), same device, runtime,
+        # precision, threads and batch
+        if (r.backend in ("pytorch", "pytorch-unfused", "onnxruntime") and r.median_ms and not r.predicted
+                and not r.emulated):
+            series[(r.model, r.device, r.backend, r.precision, r.threads, r.batch)][r.input_size[0] * r.input_size[1]] = r
+    series = {k[:3]: v for k, v in series.items() if len(v) >= 2}
     if not series:
         return False
     plt = _pyplot()
@@ -149,7 +156,8 @@ def plot_size_scaling(results: list[BenchResult], path: Path) -> bool:
     ax.set_ylabel("median latency, ms (log scale)")
     ax.set_title("Latency vs input size: fused vs unfused")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    # beside the axes, not over the points; savefig's tight bbox keeps it and the tick labels whole
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -160,7 +168,7 @@ def plot_devices(results: list[BenchResult], path: Path) -> bool:
     """One bar per (model, device) at each model's most common size; predicted bars hatched."""
     by_model: dict[str, list[BenchResult]] = defaultdict(list)
     for r in results:
-        if r.median_ms:
+        if r.median_ms and not r.emulated:  # emulated timings would sit next to real ones as if comparable
             by_model[r.model].append(r)
     bars = []  # (model, device, result): the best measured run per device, plus the prediction if there is one
     for model, rs in sorted(by_model.items()):
@@ -213,18 +221,22 @@ def plot_devices(results: list[BenchResult], path: Path) -> bool:
 
 
 def _save(fig, path: Path) -> None:
-    from edgeseg.atomic import atomic_output
-
     with atomic_output(path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight")
         if tmp.stat().st_size == 0 or tmp.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
             raise EdgesegError(f"matplotlib wrote no PNG for {path}", "check the matplotlib installation")
 
 
+SKIP_REASONS = {
+    "latency_vs_size": "needs one model measured at 2 or more sizes on one device with the same runtime, precision, threads "
+                       "and batch (predicted runs are not plotted against measurements)",
+    "latency_by_device": "needs 2 or more devices or models with runs at a shared input size",
+}
+
+
 def write_report(results: list[BenchResult], out_dir: str | Path, *, formats: Iterable[str] = FORMATS,
-                 overwrite: bool = False, title: str = "edgeseg latency report") -> dict[str, str]:
+                 overwrite: bool = False, title: str = "edgeseg latency report", skipped: dict[str, str] | None = None) -> dict[str, str]:
     """Write the requested formats into `out_dir`; returns {kind: path}. Plots need enough data."""
-    from edgeseg.atomic import atomic_output
 
     formats = list(formats)
     bad = [f for f in formats if f not in FORMATS]
@@ -250,9 +262,9 @@ def write_report(results: list[BenchResult], out_dir: str | Path, *, formats: It
                               ("latency_by_device", "latency_by_device.png", plot_devices)):
             target = out / name
             if target.exists() and not overwrite:
-                from edgeseg.errors import OutputError
-
                 raise OutputError(f"output {target} already exists", "pass --overwrite to replace it, or another -o")
             if fn(results, target):
                 written[key] = str(target)
+            elif skipped is not None:
+                skipped[key] = SKIP_REASONS[key]
     return written

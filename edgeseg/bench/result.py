@@ -53,8 +53,13 @@ class BenchResult:
         return self.predicted_ms
 
     @property
+    def emulated(self) -> str | None:
+        """What emulated the device (e.g. qemu-user), as the device declared it; None on real hardware."""
+        return self.environment.get("emulated") or None
+
+    @property
     def label(self) -> str:
-        return "predicted" if self.predicted else "measured"
+        return "predicted" if self.predicted else "emulated" if self.emulated else "measured"
 
     @classmethod
     def from_measurement(cls, m: Measurement, *, model: str, device: str, backend: str, input_size, precision: str,

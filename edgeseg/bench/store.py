@@ -208,6 +208,10 @@ class ResultStore:
 
 
 def compare_results(a: BenchResult, b: BenchResult) -> Comparison:
+    for r in (a, b):
+        if r.emulated:
+            raise EdgesegError(f"run {r.id} ran on an emulated device ({r.emulated}): its latency says nothing about a board",
+                               "compare runs measured on real hardware")
     notes = []
     for what, x, y in (("model", a.model, b.model), ("device", a.device, b.device), ("backend", a.backend, b.backend),
                        ("precision", a.precision, b.precision), ("input size", tuple(a.input_size), tuple(b.input_size)),
@@ -220,6 +224,11 @@ def compare_results(a: BenchResult, b: BenchResult) -> Comparison:
         notes.append(f"runtime version differs ({a.runtime_version} vs {b.runtime_version})")
     if a.artifact_sha256 and b.artifact_sha256 and a.artifact_sha256 == b.artifact_sha256:
         notes.append("same artifact (identical hash)")
+    from edgeseg.noise import noise_flags
+
+    for tag, r in (("A", a), ("B", b)):
+        for flag in noise_flags(r.stats) if not r.predicted else []:
+            notes.append(f"run {r.id} ({tag}) is noisy: {flag}")
     ma, mb = a.median_ms, b.median_ms
     if not ma or mb is None:
         raise EdgesegError(f"run {a.id} has no latency to compare against", "pick runs that completed")
@@ -231,6 +240,12 @@ def regression_gate(comparison: Comparison, max_slower_pct: float) -> None:
     if max_slower_pct < 0:
         raise EdgesegError(f"--fail-if-slower must be >= 0 (got {max_slower_pct})", "pass a percentage, e.g. 5")
     c = comparison
+    from edgeseg.noise import comparability_problems
+
+    problems = comparability_problems(c.baseline, c.candidate)
+    if problems:
+        raise EdgesegError(f"cannot gate run {c.candidate.id} against run {c.baseline.id}: {'; '.join(problems)}",
+                           "gate measured runs of one device against each other (compare without --fail-if-slower to see them)")
     if c.change_pct > max_slower_pct:
         raise RegressionError(
             f"run {c.candidate.id} is {c.change_pct:.1f}% slower than baseline run {c.baseline.id} "

@@ -9,12 +9,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeseg.api import create, load, reparameterize
 from edgeseg.errors import EdgesegError
-from edgeseg.exporters import target_for_suffix
+from edgeseg.export_job import export_checkpoint
+from edgeseg.exporters import get_target, target_for_suffix
 from edgeseg.exporters.onnx.runner import input_spec
 from edgeseg.exporters.pytorch import TorchRunner
 from edgeseg.hashing import artifact_sha256
 from edgeseg.manifest import read_manifest
+from edgeseg.registry import list_models
 
 
 @dataclass
@@ -58,8 +61,6 @@ class Subject:
             if self.already_fused:
                 self._fused = self.model
             else:
-                from edgeseg.api import reparameterize
-
                 self._fused, _ = reparameterize(self.model, verify=False)
         return self._fused
 
@@ -67,8 +68,6 @@ class Subject:
                say: Callable[[str], None]) -> tuple[Path, str]:
         """This model as `target`'s artifact in `out_dir`, within the device profile's export
         constraints (parity is the bench's own check, run on the device's outputs)."""
-        from edgeseg.export_job import export_checkpoint  # lazy: the export job pulls the exporters' heavy parts
-        from edgeseg.exporters import get_target
 
         t = get_target(target)
         out = out_dir / f"{self.name}{t.suffix}"
@@ -84,7 +83,6 @@ class Subject:
         if not self.arch:
             raise EdgesegError(f"{self.path} carries no architecture name (no edgeseg manifest beside it)",
                                "pass the checkpoint or a registered model name instead of the artifact")
-        from edgeseg.api import create
 
         cfg = self.manifest.get("cfg") or {}
         try:
@@ -118,18 +116,13 @@ def resolve_subject(target: str | Path, arch: str | None = None, seed: int = 0, 
         return Subject(kind=kind, name=name, path=p, sha256=artifact_sha256(p), manifest=manifest,
                        arch=arch or manifest.get("arch"))
     if p.exists():
-        from edgeseg.api import load
-
         model = load(p, arch)
         info = model.edgeseg
         return Subject(kind="model", name=info.arch, path=p, sha256=info.source_sha256 or artifact_sha256(p), model=model,
                        arch=info.arch)
-    from edgeseg.registry import list_models
 
     names = {e.name for e in list_models()}
     if str(target) in names:
-        from edgeseg.api import create
-
         model = create(str(target), pretrained_like=seed if weights else None)
         note = f"deterministic synthetic weights (seed {seed})" if weights else "default-initialised weights (latency only)"
         return Subject(kind="model", name=str(target), model=model, arch=str(target), notes=[f"{target} built with {note}"])

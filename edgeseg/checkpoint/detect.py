@@ -14,9 +14,21 @@ from typing import Any, Iterable, Mapping
 
 from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
 from edgeseg.errors import DetectionError
-from edgeseg.registry import ModelEntry, list_models, resolve_arch
+from edgeseg.registry import ModelEntry, get_entry, list_models, resolve_arch
 
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
+
+def _near_miss_fix(diff: "KeyDiff", label: str) -> str:
+    """A hint that leads somewhere: loading is strict, so --arch cannot fill missing tensors."""
+    if diff.missing and not diff.unexpected and not diff.mismatched:
+        return (f"the file lacks tensors {label} needs, so no --arch loads it: re-save the complete state_dict "
+                "(model.state_dict(), not a filtered or partial one)")
+    if diff.mismatched:
+        return "shapes differ from every registered variant: check the variant (`edgeseg models`) or the number of classes"
+    if diff.unexpected and not diff.missing:
+        return "the file has extra tensors (e.g. an optimizer or EMA copy): save only the model's state_dict"
+    return "check that this is a supported model's checkpoint (`edgeseg models`), or pass --arch package.module:factory for your own"
 
 
 @dataclass
@@ -75,7 +87,7 @@ def build_structure(entry: ModelEntry, cfg: Mapping[str, Any], fused: bool, inpu
     """The model of `entry` with `cfg`, fused if asked, with untrained weights."""
     import torch
 
-    from edgeseg.reparam.walker import reparameterize_model
+    from edgeseg.reparam.walker import reparameterize_model  # lazy: pulls torch
 
     with torch.device(device):
         model = entry.build(**cfg)
@@ -179,11 +191,11 @@ def detect(
     near.sort(key=lambda t: t[0])
     if arch and near:
         size, label, diff = near[0]
-        raise DetectionError(f"checkpoint does not match {label}: {diff.describe()}", "check --arch or the checkpoint")
+        raise DetectionError(f"checkpoint does not match {label}: {diff.describe()}", _near_miss_fix(diff, label))
     n_keys = len(state_dict)
     sample = ", ".join(list(state_dict)[:3])
     if near and near[0][0] < max(8, n_keys // 10):
         size, label, diff = near[0]
-        raise DetectionError(f"unknown layout ({n_keys} keys); closest is {label}: {diff.describe()}", "pass --arch to load it as that model, or check the checkpoint")
+        raise DetectionError(f"unknown layout ({n_keys} keys); closest is {label}: {diff.describe()}", _near_miss_fix(diff, label))
     known = ", ".join(sorted({e.family for e in candidates}))
     raise DetectionError(f"unrecognised checkpoint layout ({n_keys} keys, e.g. {sample}); known families: {known}", "pass --arch NAME or a module:factory spec")

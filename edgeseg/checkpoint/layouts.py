@@ -37,6 +37,9 @@ class KeyLayout:
     # Hugging Face layouts: config.json <-> model cfg.
     hf_config: Callable[[Any, dict], dict] | None = None
     cfg_from_hf_config: Callable[[dict], dict] | None = None
+    # The weights file a Hugging Face directory of this layout holds (save_pretrained of
+    # transformers < 4.35 wrote pytorch_model.bin, later versions model.safetensors).
+    hf_weights: str = "model.safetensors"
 
     def save(self, sd: Mapping[str, Any], path: str | Path, *, entry: Any = None, cfg: dict | None = None, meta: dict | None = None) -> None:
         """Write canonical weights `sd` the way the original project publishes them."""
@@ -51,7 +54,10 @@ class KeyLayout:
             path.mkdir(parents=True, exist_ok=True)
             config = self.hf_config(entry, cfg or {}) if self.hf_config else {}
             (path / "config.json").write_text(json.dumps(config, indent=2))
-            save_file(out, str(path / "model.safetensors"), metadata={"format": "pt"})
+            if self.hf_weights.endswith(".safetensors"):
+                save_file(out, str(path / self.hf_weights), metadata={"format": "pt"})
+            else:
+                torch.save(out, path / self.hf_weights)
         elif self.container == "plain":
             torch.save(out, path)
         elif self.container == "mmseg":

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.checkpoint.timm_hub import is_timm_hub_config
 from edgeseg.errors import CheckpointError
 from edgeseg.hashing import artifact_sha256
 
@@ -19,7 +20,7 @@ _HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 @dataclass
 class RawCheckpoint:
     path: Path
-    format: str  # "torch" | "safetensors" | "hf-dir"
+    format: str  # "torch" | "safetensors" | "hf-dir" | "timm-hub"
     state_dict: dict[str, Any]
     metadata: dict[str, str] = field(default_factory=dict)  # safetensors header metadata
     config: dict[str, Any] | None = None  # a Hugging Face config.json
@@ -140,7 +141,9 @@ def _read_hf_dir(path: Path) -> RawCheckpoint:
         else:
             part, _, _ = _unwrap(_torch_load(f), f)
         sd.update(part)
-    return RawCheckpoint(path=path, format="hf-dir", state_dict=sd, config=config)
+    # A timm hub folder has the same files, but its config.json is timm's, not transformers'.
+    fmt = "timm-hub" if is_timm_hub_config(config) else "hf-dir"
+    return RawCheckpoint(path=path, format=fmt, state_dict=sd, config=config)
 
 
 def read_checkpoint(path: str | Path) -> RawCheckpoint:

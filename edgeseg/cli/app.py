@@ -18,8 +18,17 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from edgeseg import __version__
+
+        typer.echo(f"edgeseg {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")) -> None:
     _state["debug"] = debug
 
 
@@ -39,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary
-        from edgeseg.errors import EdgesegError
+        from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
         if debug:
             raise

@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, console, emit, parse_size
+from edgeseg.cli.common import (ARCH_OPTION, HOST_OPTION, IDENTITY_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, KNOWN_HOSTS_OPTION,
+                                PORT_OPTION, console, emit, parse_size)
 
 DB_OPTION = typer.Option(None, "--db", help="Results database (default: $EDGESEG_DB or the user data dir).")
 
@@ -39,7 +40,7 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
         if r.predicted:
             backend, parity = "[yellow]PREDICTED[/]", "-"
         else:
-            backend = r.backend
+            backend = f"{r.backend} [magenta]EMULATED[/]" if r.emulated else r.backend
             status = (r.parity or {}).get("status")
             parity = {"passed": "[green]pass[/]", "failed": "[red]FAIL[/]", "skipped": "[dim]skip[/]"}.get(status, "-")
         t.add_row(_fmt(r.id), r.model, r.device, backend, f"{r.input_size[0]}x{r.input_size[1]}", r.precision,
@@ -48,12 +49,25 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
     con.print(t)
     if results:
         con.print("[dim]times in ms; load = model load/compile, first = first inference (both outside the statistics)[/]")
+    from edgeseg.noise import noise_flags
+
+    for r in results:
+        for flag in ([] if r.predicted else noise_flags(r.stats)):
+            con.print(f"[yellow]noisy:[/] run {r.id if r.id is not None else ''} {r.backend} on {r.device}: {flag}")
     for r in results:
         if r.predicted:
             pred = r.extra.get("prediction", {})
             share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(pred.get("bound_share", {}).items()))
             con.print(f"[yellow]predicted[/] by the roofline latency model ({pred.get('n_layers')} layers; {share}); "
                       f"ceilings: {pred.get('calibration') or 'profile'}")
+            err = pred.get("error_pct")
+            band = (f"{r.median_ms:.3g} ms ± {err:.0f}% (roughly {r.median_ms / (1 + err / 100):.3g}-{r.median_ms * (1 + err / 100):.3g} ms; "
+                    f"model error measured {pred.get('error_source')})") if err is not None and r.median_ms else \
+                f"error band: {pred.get('error_source', 'unknown')}"
+            con.print(f"  prediction: {band}")
+        if r.emulated:
+            con.print(f"[magenta]emulated[/]: {r.device} was emulated ({r.emulated}); the timing says nothing about the board "
+                      "and is left out of comparisons and plots")
         if r.parity and r.parity.get("status") in ("passed", "failed"):
             con.print(f"parity {r.backend} on {r.device} vs {r.parity.get('reference')}: {r.parity.get('summary')}")
     for n in notes or []:
@@ -61,8 +75,8 @@ def render_results(con, results: list, notes: list[str] | None = None, title: st
 
 
 def _gate(results: list, store, baseline: int, pct: float) -> dict:
-    from edgeseg.bench.store import compare_results, regression_gate
-    from edgeseg.errors import EdgesegError
+    from edgeseg.bench.store import compare_results, regression_gate  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
     base = store.get(baseline)
     same = [r for r in results if r.backend == base.backend] or results
@@ -73,21 +87,22 @@ def _gate(results: list, store, baseline: int, pct: float) -> dict:
     return comp.as_dict()
 
 
-@app.command("bench")
+@app.command("bench", epilog="""Examples: edgeseg bench mobileone_s0 --input-size 256 ;
+edgeseg bench model.onnx -d raspberry-pi-5 --host pi@10.0.0.7 -i ~/.ssh/id_ed25519 ; edgeseg bench --matrix sweep.yaml""")
 def bench_cmd(
     target: Optional[str] = typer.Argument(None, help="Artifact (.onnx, .mlpackage), checkpoint, or registered model name."),
     device: str = typer.Option("host-cpu", "--device", "-d", help="Device profile (`edgeseg devices`)."),
-    host: Optional[str] = typer.Option(None, "--host", help="user@address[:port] of the device (or of the Mac for iPhones)."),
-    identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="SSH private key."),
-    known_hosts: Optional[Path] = typer.Option(None, "--known-hosts", help="known_hosts file to verify the device (default ~/.ssh/known_hosts)."),
-    port: Optional[int] = typer.Option(None, "--port", help="SSH port (or give it in --host)."),
+    host: Optional[str] = HOST_OPTION,
+    identity: Optional[Path] = IDENTITY_OPTION,
+    known_hosts: Optional[Path] = KNOWN_HOSTS_OPTION,
+    port: Optional[int] = PORT_OPTION,
     predict: bool = typer.Option(False, "--predict", help="Estimate with the latency model instead of measuring."),
     warmup: str = typer.Option("10", "--warmup", help="Warm-up: a count (10) or a duration (2s, 500ms)."),
     iterations: int = typer.Option(50, "--iterations", "-n", min=1, help="Timed iterations."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: the profile's / all)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the profile's)."),
     input_size: Optional[str] = INPUT_SIZE_OPTION,
-    batch: int = typer.Option(1, "--batch", min=1),
+    batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the timed input."),
     backend: Optional[List[str]] = typer.Option(None, "--backend", help="Local backends: pytorch-unfused, pytorch, onnxruntime (repeatable)."),
     with_preprocessing: bool = typer.Option(False, "--with-preprocessing", help="Time uint8 image -> normalised tensor too (PyTorch runs)."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Compare the device's output with PyTorch on the same input."),
@@ -100,11 +115,11 @@ def bench_cmd(
     no_store: bool = typer.Option(False, "--no-store", help="Do not record the runs."),
     baseline: Optional[int] = typer.Option(None, "--baseline", help="Run id to compare with (see `edgeseg results list`)."),
     fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", help="Exit 3 if slower than --baseline by more than PCT %."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the non-trivial weights and inputs (models and checkpoints)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure latency (min/median/mean/p90/p99/max/std, load and first inference) and store it."""
-    from edgeseg.errors import EdgesegError, VerificationError
+    from edgeseg.errors import EdgesegError, VerificationError  # lazy: keeps `edgeseg --help` fast
 
     if fail_if_slower is not None and baseline is None:
         raise EdgesegError("--fail-if-slower needs --baseline RUN_ID", "pick one from `edgeseg results list`")
@@ -113,13 +128,13 @@ def bench_cmd(
     options = dict(warmup=warmup, iterations=iterations, threads=threads, precision=precision, input_size=parse_size(input_size),
                    batch=batch, backends=list(backend) if backend else None, include_preprocessing=with_preprocessing,
                    parity=parity, seed=seed, timeout_s=timeout, remote_workdir=remote_workdir, coreml_target=coreml_target)
-    from edgeseg.bench.store import ResultStore
+    from edgeseg.bench.store import ResultStore  # lazy: keeps `edgeseg --help` fast
 
     store = None if no_store else ResultStore(db)
     if matrix is not None:
         _matrix(matrix, options, store, as_json)
         return
-    from edgeseg.bench.harness import bench_artifact
+    from edgeseg.bench.harness import bench_artifact  # lazy: keeps `edgeseg --help` fast
 
     log = console(stderr=True)
     if as_json:
@@ -133,7 +148,7 @@ def bench_cmd(
     data = outcome.as_dict()
     gate = None
     if baseline is not None and store is not None:
-        from edgeseg.bench.store import RegressionError
+        from edgeseg.bench.store import RegressionError  # lazy: keeps `edgeseg --help` fast
 
         try:
             gate = _gate(outcome.results, store, baseline, fail_if_slower if fail_if_slower is not None else float("inf"))
@@ -158,7 +173,7 @@ def bench_cmd(
 
 
 def _matrix(path: Path, options: dict, store, as_json: bool) -> None:
-    from edgeseg.bench.matrix import load_matrix, run_matrix
+    from edgeseg.bench.matrix import load_matrix, run_matrix  # lazy: keeps `edgeseg --help` fast
 
     m = load_matrix(path)
     jobs = m.jobs()
@@ -194,6 +209,6 @@ def _matrix(path: Path, options: dict, store, as_json: bool) -> None:
 
     emit(data, as_json, render)
     if data["failed"]:
-        from edgeseg.errors import EdgesegError
+        from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
         raise EdgesegError(f"{data['failed']} of {len(outcomes)} sweep jobs failed", "see the messages above")

@@ -44,3 +44,14 @@ def fmt_count(n: float | int | None, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.3f}{suffix}{unit}"
     return f"{n}{unit}"
+
+
+# One SSH option group, identical on every command that reaches a device (bench, export, devices calibrate).
+SSH_PANEL = "Device over SSH"
+HOST_OPTION = typer.Option(None, "--host", help="user@address[:port] of the device (or of the Mac for iPhones).", rich_help_panel=SSH_PANEL)
+IDENTITY_OPTION = typer.Option(None, "--identity", "-i", help="SSH private key (default: your SSH agent / ~/.ssh keys).", rich_help_panel=SSH_PANEL)
+KNOWN_HOSTS_OPTION = typer.Option(None, "--known-hosts", help="known_hosts file that verifies the device (default ~/.ssh/known_hosts).",
+                                  rich_help_panel=SSH_PANEL)
+PORT_OPTION = typer.Option(None, "--port", min=1, max=65535, help="SSH port (or give it in --host).", rich_help_panel=SSH_PANEL)
+SAMPLES_OPTION = typer.Option(2, "--samples", min=0, help="Parity: seeded random-input batches besides the images.")
+DEVICE_HELP = "Device profile (`edgeseg devices`)"

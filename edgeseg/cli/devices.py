@@ -21,7 +21,7 @@ def _summary(p, path: Path | None) -> dict:
 
 
 def _list(as_json: bool) -> None:
-    from edgeseg.devices import get_profile, profile_paths, user_dir
+    from edgeseg.devices import get_profile, profile_paths, user_dir  # lazy: keeps `edgeseg --help` fast
 
     paths = profile_paths()
     rows = [_summary(get_profile(name), path) for name, path in sorted(paths.items())]
@@ -46,20 +46,25 @@ def _list(as_json: bool) -> None:
 @devices_app.callback(invoke_without_command=True)
 def devices_root(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List the device profiles (default), or show/validate/calibrate one."""
+    ctx.obj = {"json": as_json}  # `devices --json list` means the same as `devices list --json`
     if ctx.invoked_subcommand is None:
         _list(as_json)
 
 
-@devices_app.command("list")
-def devices_list(as_json: bool = JSON_OPTION) -> None:
+def _json(ctx: typer.Context, as_json: bool) -> bool:
+    return as_json or bool((ctx.obj or {}).get("json"))
+
+
+@devices_app.command("list", epilog="Example: edgeseg devices list --json")
+def devices_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List the device profiles."""
-    _list(as_json)
+    _list(_json(ctx, as_json))
 
 
-@devices_app.command("show")
+@devices_app.command("show", epilog="Example: edgeseg devices show jetson-nano")
 def devices_show(name: str = typer.Argument(..., help="Profile name."), as_json: bool = JSON_OPTION) -> None:
     """Everything a profile states: runtime, precisions, export constraints, versions, ceilings, access."""
-    from edgeseg.devices import get_profile, profile_paths
+    from edgeseg.devices import get_profile, profile_paths  # lazy: keeps `edgeseg --help` fast
 
     p = get_profile(name)
     data = p.model_dump(mode="json")
@@ -76,24 +81,24 @@ def devices_show(name: str = typer.Argument(..., help="Profile name."), as_json:
     emit(data, as_json, render)
 
 
-@devices_app.command("validate")
+@devices_app.command("validate", epilog="Example: edgeseg devices validate my-board.yaml")
 def devices_validate(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="A profile YAML file."),
                      as_json: bool = JSON_OPTION) -> None:
     """Check a profile file against the schema (errors name the field)."""
-    from edgeseg.devices import load_profile_file
+    from edgeseg.devices import load_profile_file  # lazy: keeps `edgeseg --help` fast
 
     p = load_profile_file(path)
     emit({"valid": True, "name": p.name, "file": str(path)}, as_json, lambda con: con.print(f"{path}: valid profile [bold]{p.name}[/]"))
 
 
-@devices_app.command("calibrate")
+@devices_app.command("calibrate", epilog="Example: edgeseg devices calibrate host-cpu --threads 4")
 def devices_calibrate(name: str = typer.Argument("host-cpu", help="Only host-cpu is measured here."),
-                      threads: Optional[int] = typer.Option(None, "--threads", min=1),
+                      threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads to measure with (default: all)."),
                       as_json: bool = JSON_OPTION) -> None:
     """Measure this machine's ceilings (GEMM GFLOP/s, copy GB/s, per-layer overhead) for the latency model."""
-    from edgeseg.bench.calibrate import calibrate_host
-    from edgeseg.devices import get_profile
-    from edgeseg.errors import EdgesegError
+    from edgeseg.bench.calibrate import calibrate_host  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.devices import get_profile  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.errors import EdgesegError  # lazy: keeps `edgeseg --help` fast
 
     p = get_profile(name)
     if not p.detect:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, OVERWRITE_OPTION, emit, parse_size, steps
-from edgeseg.errors import EdgesegError
+from edgeseg.cli.common import (ARCH_OPTION, HOST_OPTION, IDENTITY_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, KNOWN_HOSTS_OPTION,
+                                OVERWRITE_OPTION, PORT_OPTION, SAMPLES_OPTION, emit, parse_size, steps)
+from edgeseg.errors import EdgesegError, VerificationError
 from edgeseg.exporters import PRECISIONS, targets
 
 
@@ -53,7 +54,7 @@ def render_export(con, s: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgeseg.cli.parity import render_parity
+    from edgeseg.cli.parity import render_parity  # lazy: keeps `edgeseg --help` fast
 
     con.print(f"[bold]{s['arch']}[/] -> {s['output']} ({s['target']}, {s.get('precision')}, "
               f"{'x'.join(map(str, s.get('input_size', [])))}, batch {s.get('batch')}"
@@ -79,6 +80,7 @@ def render_export(con, s: dict[str, Any]) -> None:
     if checks:
         con.print(f"graph: minimal={checks['minimal']} (BatchNormalization {len(checks['batchnorm_nodes'])}, "
                   f"unfused branch merges {len(checks['fusable_branch_nodes'])}, dead nodes {len(checks['dead_nodes'])})")
+    render_coreml_findings(con, s)
     parity_summary = getattr(s, "parity", None)  # the export job hands over the full parity summary
     if parity_summary is not None:
         render_parity(con, parity_summary)
@@ -87,56 +89,131 @@ def render_export(con, s: dict[str, Any]) -> None:
     con.print(f"wrote {escape(s['output'])} (sha256 {s['sha256'][:16]}...) and {escape(s['manifest_path'])}")
 
 
-@app.command("export")
+EXAMPLES = """
+[bold]Examples[/]
+
+  edgeseg export fastvit_sa12.pth                                   # fastvit_sa12.onnx.fp32.onnx (+ .manifest.json)
+  edgeseg export fastvit_sa12.pth --device iphone-12-pro            # Core ML, fp16, iOS16: fastvit_sa12.iphone-12-pro.fp16.mlpackage
+  edgeseg export fastvit_sa12.pth --device jetson-nano --host nano@10.0.0.9   # engine built on the Jetson
+  edgeseg export fastvit_sa12.pth --device raspberry-pi-5 --device jetson-nano --target onnx   # one ONNX per device
+  edgeseg export segformer_b0.pth --postprocess argmax --labels classes.txt
+
+Default names: <stem>.<device-or-target>.<precision>[.<postprocess>].<ext>, beside the checkpoint.
+"""
+
+
+def render_coreml_findings(con, s: dict[str, Any]) -> None:
+    """What the Core ML conversion found: ops that leave (or risk leaving) the Neural Engine, and
+    the fp16 preflight's verdict, so they are read at export time, not dug out of the manifest."""
+    from rich.markup import escape
+
+    spec = s.get("spec") if s.get("target") == "coreml" else None
+    if spec is None:
+        return
+    findings = spec.get("ane") or []
+    if findings:
+        con.print(f"Neural Engine: {len(findings)} finding(s)")
+        for f in findings:
+            tag = "[red]off the ANE[/]" if f.get("severity") == "off-ane" else "[yellow]risk[/]"
+            con.print(f"  {tag} {escape(str(f.get('what')))}: {f.get('count')}  [dim]({escape(str(f.get('source')))})[/]")
+    else:
+        con.print("Neural Engine: [green]no known blockers[/] in the saved program")
+    pre = s.get("fp16_preflight")
+    if pre:
+        verdict = pre.get("predicted_gate", "-")
+        style = "green" if verdict == "pass" else "red"
+        figures = "inf/NaN outputs" if pre.get("nonfinite") else f"max error {pre.get('max_rel', 0):.2e} of scale, cosine {pre.get('min_cosine', 1):.5f}"
+        con.print(f"fp16 preflight (emulated on this machine): [{style}]{escape(verdict)}[/] ({figures})")
+        for m in pre.get("overflow_modules", [])[:5]:
+            con.print(f"  overflows fp16: {escape(m['module'])} (|x| up to {m['max_abs']:.3g})")
+
+
+def render_many(con, rows: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgeseg.cli.bench import wide
+
+    con = wide(con)
+
+    t = Table(title="exports")
+    for col in ("device", "target", "precision", "input", "opset", "parity", "artifact / error"):
+        t.add_column(col)
+    for r in rows:
+        if r.get("error"):
+            t.add_row(r.get("device_profile") or "-", "-", "-", "-", "-", "[red]failed[/]", escape(r["error"]))
+            continue
+        status = (r.get("parity") or {}).get("status", "-")
+        style = {"passed": "green", "failed": "red", "skipped": "yellow"}.get(status, "dim")
+        t.add_row(r.get("device_profile") or "-", r["target"], r.get("precision") or "-", "x".join(map(str, r.get("input_size", []))),
+                  str(r.get("opset") or "-"), f"[{style}]{status}[/]", escape(r["output"]))
+    con.print(t)
+
+
+@app.command("export", epilog=EXAMPLES)
 @with_target_options
 def export_cmd(
     ckpt: Path = typer.Argument(..., help="Checkpoint (original format or .deploy.safetensors)."),
-    target: str = typer.Option("onnx", "--target", "-t", help="onnx, coreml or tensorrt (alias trt, engine)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Artifact path; default beside CKPT."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="onnx, coreml or tensorrt (alias trt, engine); default: -o's suffix, else the --device's runtime, else onnx."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Artifact path; default <stem>.<device-or-target>.<precision>[.<postprocess>].<ext> beside CKPT."),
     arch: Optional[str] = ARCH_OPTION,
     input_size: Optional[str] = INPUT_SIZE_OPTION,
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size baked into the graph (the dynamic one's example)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch and spatial axes where the architecture allows."),
     dynamic_axes: Optional[str] = typer.Option(None, "--dynamic-axes", help="With --dynamic: a subset of batch,height,width."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17, capped by --device)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default fp32, or the device's)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Device profile: opset cap, precision, shapes (see `edgeseg devices`)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17, or the --device's)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the --device's, else fp32 for onnx, fp16 for coreml/tensorrt)."),
+    device: Optional[List[str]] = typer.Option(None, "--device", "-d", help="Device profile(s): target, precision, opset, size (repeat, comma-separate, or `all`)."),
     postprocess: str = typer.Option("none", "--postprocess", help="Segmentation: none (native logits), upsample, argmax."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line in class order: stored in the ONNX metadata / Core ML classifier."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim (default on)."),
+    host: Optional[str] = HOST_OPTION,
+    identity: Optional[Path] = IDENTITY_OPTION,
+    known_hosts: Optional[Path] = KNOWN_HOSTS_OPTION,
+    port: Optional[int] = PORT_OPTION,
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Check the artifact against PyTorch (default on)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Parity: a directory of your own images."),
-    samples: int = typer.Option(1, "--samples", min=0, help="Parity: random-input batches besides the images."),
+    samples: int = SAMPLES_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the gates' random inputs (default: fresh, recorded)."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
     target_options: dict[str, Any] | None = None,
 ) -> None:
     """Reparameterize, export, check and parity-test a checkpoint; writes the artifact and a manifest."""
-    from edgeseg.export_job import export_checkpoint
-    from edgeseg.parity.job import ParityFailure
+    from edgeseg.parity.job import ParityFailure  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.workflows import export  # lazy: keeps `edgeseg --help` fast
 
-    names = [n for t in targets() for n in t.names()]
-    if target not in names:
-        raise EdgesegError(f"unknown --target {target!r}", f"choose one of: {', '.join(names)}")
     if precision is not None and precision not in PRECISIONS:
         raise EdgesegError(f"unknown --precision {precision!r}", f"choose {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     options: dict[str, Any] = dict(target_options or {})
     if dynamic_axes:
         options["dynamic_axes"] = [a.strip() for a in dynamic_axes.split(",") if a.strip()]
+    for key, value in (("host", host), ("identity", identity), ("known_hosts", known_hosts), ("port", port), ("labels", labels)):
+        if value is not None:
+            options[key] = value
     try:
-        summary = export_checkpoint(ckpt, output, target=target, arch=arch, input_size=parse_size(input_size), batch=batch,
-                                    dynamic=dynamic, opset=opset, precision=precision, device=device, postprocess=postprocess,
-                                    simplify=simplify, overwrite=overwrite, options=options, parity=parity, images=images,
-                                    samples=samples, seed=seed,
-                                    progress=steps(as_json))
+        summary = export(ckpt, output, target=target, arch=arch, input_size=parse_size(input_size), batch=batch,
+                         dynamic=dynamic, opset=opset, precision=precision, device=list(device) if device else None,
+                         postprocess=postprocess, simplify=simplify, overwrite=overwrite, options=options, parity=parity,
+                         images=images, samples=samples, seed=seed,
+                         progress=steps(as_json))
     except ParityFailure as exc:
         emit(exc.summary, as_json, lambda con: render_parity_failure(con, exc.summary))
         raise
+    if isinstance(summary, list):
+        rows = [dict(s) for s in summary]
+        emit({"exports": rows}, as_json, lambda con: render_many(con, rows))
+        failed = [r for r in rows if r.get("error")]
+        if failed:
+            code = 3 if any(r.get("exit_code") == 3 for r in failed) else 1
+            err = VerificationError if code == 3 else EdgesegError
+            raise err(f"{len(failed)} of {len(rows)} exports failed: {failed[0]['error']}", "see the table above")
+        return
     emit(summary, as_json, lambda con: render_export(con, summary))
 
 
 def render_parity_failure(con, summary: dict[str, Any]) -> None:
-    from edgeseg.cli.parity import render_parity
+    from edgeseg.cli.parity import render_parity  # lazy: keeps `edgeseg --help` fast
 
     render_parity(con, summary)
     from rich.markup import escape

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, console, emit, parse_size, steps
+from edgeseg.cli.common import ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, SAMPLES_OPTION, console, emit, parse_size, steps
 from edgeseg.errors import EdgesegError
 
 _STYLE = {"passed": "green", "failed": "red", "skipped": "yellow"}
@@ -56,13 +56,17 @@ def render_parity(con, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     inputs = summary.get("inputs", {})
+    described = (f"inputs: {inputs['none']}" if inputs.get("none") else
+                 f"inputs: {len(inputs.get('images', []))} images + {inputs.get('random_batches', 0)} random batches")
     con.print(f"[bold]parity[/] {summary.get('arch')} ({summary.get('task')}): reference {summary.get('reference')}, "
-              f"seed {summary.get('seed')}, inputs: {len(inputs.get('images', []))} images + {inputs.get('random_batches', 0)} random batches")
+              f"seed {summary.get('seed')}, {described}")
     for entry in summary["artifacts"]:
         status = entry["status"]
         head = f"[bold]{escape(str(entry['artifact']))}[/] [{_STYLE[status]}]{status.upper()}[/]"
+        for warning in entry.get("warnings", []):
+            con.print(f"[yellow]warning:[/] {escape(warning)}")
         if status == "skipped":
-            con.print(f"{head}: skipped: {escape(str(entry.get('reason')))}")
+            con.print(f"{head}: {escape(str(entry.get('reason')))}")
             continue
         mode = entry.get("backend_mode")
         backend = escape(f"{entry.get('backend')}" + (f" ({mode})" if mode and mode != "native" else ""))
@@ -86,14 +90,14 @@ def render_parity(con, summary: dict[str, Any]) -> None:
         con.print(f"JUnit XML: {summary['junit']}")
 
 
-@app.command("parity")
+@app.command("parity", epilog="Example: edgeseg parity ckpt.pth ckpt.onnx.fp32.onnx ckpt.coreml.fp16.mlpackage --junit parity.xml")
 def parity_cmd(
     ckpt: Path = typer.Argument(..., help="The source checkpoint (the PyTorch reference)."),
     artifacts: list[Path] = typer.Argument(..., help="Exported artifacts (.onnx, .mlpackage, .engine, .deploy.safetensors)."),
     arch: Optional[str] = ARCH_OPTION,
     images: Optional[Path] = typer.Option(None, "--images", help="Directory of your own images (added to the bundled ones)."),
     no_bundled: bool = typer.Option(False, "--no-bundled-images", help="Do not use the bundled natural images."),
-    samples: int = typer.Option(2, "--samples", min=0, help="Random-input batches in addition to the images."),
+    samples: int = SAMPLES_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the random inputs (default: fresh, printed)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="Tolerance set: fp32, fp16, int8 (default: the artifact's)."),
     input_size: Optional[str] = INPUT_SIZE_OPTION,
@@ -108,12 +112,12 @@ def parity_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Gate exported artifacts against PyTorch: exit 3 if any threshold fails."""
-    from edgeseg.parity.job import raise_if_failed, run_parity
+    from edgeseg.parity.job import raise_if_failed, run_parity  # lazy: keeps `edgeseg --help` fast
 
     summary = run_parity(ckpt, artifacts, arch=arch, junit=junit, images=images, bundled_images=not no_bundled, samples=samples,
                          seed=seed, tolerances=parse_tolerances(atol, rtol, tol) or None, precision=precision, threads=threads,
                          input_size=parse_size(input_size), batch=batch, postprocess=postprocess, progress=steps(as_json))
     emit(summary, as_json, lambda con: render_parity(con, summary))
     if not as_json and summary["status"] != "failed":
-        console().print(f"[{_STYLE[summary['status']]}]{summary['status'].upper()}[/]")
+        console().print(f"[{_STYLE[summary['status']]}]{summary['verdict']}[/]")
     raise_if_failed(summary, strict=strict)

@@ -25,8 +25,11 @@ def render_reparam(con, s: dict) -> None:
     t.add_row(f"MACs @ {s['input_size'][0]}x{s['input_size'][1]}", fmt_count(s["macs"]["before"]), fmt_count(s["macs"]["after"]))
     lat = s.get("latency_ms")
     if lat:
-        t.add_row(f"host latency (median of {lat['iterations']}, ms)", f"{lat['before']['median_ms']:.2f}", f"{lat['after']['median_ms']:.2f}  (x{lat['speedup']:.2f})")
+        ratio = f"x{lat['speedup']:.2f}" + (" [yellow]unreliable[/]" if lat.get("unreliable") else "")
+        t.add_row(f"host latency (median of {lat['iterations']}, ms)", f"{lat['before']['median_ms']:.2f}", f"{lat['after']['median_ms']:.2f}  ({ratio})")
     con.print(t)
+    for flag in (lat or {}).get("unreliable", []):
+        con.print(f"[yellow]timing not reliable:[/] {flag}; the speed ratio is noise, not a result")
     eq = s.get("equivalence")
     if eq:
         sizes = ", ".join("x".join(map(str, r["input_size"])) for r in eq["sizes"])
@@ -37,19 +40,19 @@ def render_reparam(con, s: dict) -> None:
     con.print(f"wrote {s['output']}")
 
 
-@app.command("reparam")
+@app.command("reparam", epilog="Example: edgeseg reparam fastvit_sa12.pth --iterations 20")
 def reparam_cmd(
     ckpt: Path = typer.Argument(..., help="Checkpoint file or Hugging Face directory."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Deploy checkpoint (.safetensors); default CKPT.deploy.safetensors."),
     arch: Optional[str] = ARCH_OPTION,
     input_size: Optional[str] = INPUT_SIZE_OPTION,
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check fused == unfused on random inputs (default on)."),
-    iterations: int = typer.Option(10, "--latency-iterations", min=0, help="Host latency iterations before/after (0 skips)."),
+    iterations: int = typer.Option(10, "--iterations", "--latency-iterations", "-n", min=0, help="Host latency iterations before/after (0 skips)."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Fuse every train-time branch into single convs, verify, and write a deploy checkpoint."""
-    from edgeseg.reparam_job import reparam_checkpoint
+    from edgeseg.reparam_job import reparam_checkpoint  # lazy: keeps `edgeseg --help` fast
 
     summary = reparam_checkpoint(ckpt, output, arch=arch, input_size=parse_size(input_size), verify=verify, overwrite=overwrite,
                                  latency_iterations=iterations, progress=steps(as_json))

@@ -17,22 +17,22 @@ DB_OPTION = typer.Option(None, "--db", help="Results database (default: $EDGESEG
 
 
 def _store(db: Path | None):
-    from edgeseg.bench.store import ResultStore
+    from edgeseg.bench.store import ResultStore  # lazy: keeps `edgeseg --help` fast
 
     return ResultStore(db)
 
 
-@results_app.command("list")
+@results_app.command("list", epilog="Example: edgeseg results list --model fastvit_t8 --device host-cpu")
 def results_list(
-    model: Optional[str] = typer.Option(None, "--model"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    backend: Optional[str] = typer.Option(None, "--backend"),
-    limit: int = typer.Option(30, "--limit", min=1),
+    model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Only runs on this device profile."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Only runs of this backend (pytorch, onnxruntime, tensorrt, coreml)."),
+    limit: int = typer.Option(30, "--limit", min=1, help="How many runs, newest first."),
     db: Optional[Path] = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Most recent runs first."""
-    from edgeseg.cli.bench import render_results
+    from edgeseg.cli.bench import render_results  # lazy: keeps `edgeseg --help` fast
 
     store = _store(db)
     runs = store.list(model=model, device=device, backend=backend, limit=limit)
@@ -40,8 +40,8 @@ def results_list(
          lambda con: render_results(con, runs, title=f"{len(runs)} runs in {store.path}"))
 
 
-@results_app.command("show")
-def results_show(run_id: int = typer.Argument(...), times: bool = typer.Option(False, "--times", help="Print every raw time."),
+@results_app.command("show", epilog="Example: edgeseg results show 12 --times")
+def results_show(run_id: int = typer.Argument(..., help="Run id (see `edgeseg results list`)."), times: bool = typer.Option(False, "--times", help="Print every raw time."),
                  db: Optional[Path] = DB_OPTION, as_json: bool = JSON_OPTION) -> None:
     """One run in full: settings, environment, statistics, raw per-iteration times."""
     store = _store(db)
@@ -51,7 +51,7 @@ def results_show(run_id: int = typer.Argument(...), times: bool = typer.Option(F
     def render(con):
         from rich.table import Table
 
-        from edgeseg.cli.bench import render_results
+        from edgeseg.cli.bench import render_results  # lazy: keeps `edgeseg --help` fast  # lazy: keeps `edgeseg --help` fast
 
         render_results(con, [r])
         t = Table(show_header=False, title="settings and environment")
@@ -70,7 +70,7 @@ def results_show(run_id: int = typer.Argument(...), times: bool = typer.Option(F
     emit(data, as_json, render)
 
 
-@results_app.command("compare")
+@results_app.command("compare", epilog="Example: edgeseg results compare 3 4 --fail-if-slower 5   # exit 3 on a >5% regression")
 def results_compare(
     baseline: int = typer.Argument(..., help="Baseline run id (A)."),
     candidate: int = typer.Argument(..., help="Candidate run id (B)."),
@@ -79,7 +79,7 @@ def results_compare(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Compare B with A (median change); with --fail-if-slower, a CI regression gate."""
-    from edgeseg.bench.store import RegressionError, regression_gate
+    from edgeseg.bench.store import RegressionError, regression_gate  # lazy: keeps `edgeseg --help` fast
 
     store = _store(db)
     comp = store.compare(baseline, candidate)

@@ -9,3 +9,8 @@ from edgeseg.exporters import open_runner, register_runner
 from edgeseg.exporters.runner import Runner
 
 __all__ = ["BackendUnavailable", "ParityReport", "Runner", "Tolerances", "compare_outputs", "open_runner", "register_runner"]
+
+# `edgeseg.parity(...)` runs the workflow (edgeseg.workflows.parity); the package stays importable
+from edgeseg.callable import callable_module  # noqa: E402
+
+callable_module(__name__, "parity")

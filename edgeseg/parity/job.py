@@ -15,12 +15,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgeseg.api import load
 from edgeseg.compare import ParityReport, compare_outputs
 from edgeseg.errors import BackendUnavailable, EdgesegError, VerificationError
 from edgeseg.exporters import open_runner
 from edgeseg.exporters.pytorch import TorchRunner
 from edgeseg.images import make_inputs
 from edgeseg.manifest import read_manifest
+from edgeseg.parity.junit import write_junit
 from edgeseg.progress import as_steps
 
 DEFAULT_RANDOM_BATCHES = 2
@@ -71,6 +73,9 @@ def compare_artifact(artifact: str | Path, *, reference_for: Callable[[str], Any
     given = postprocess or manifest.get("postprocess")
     post = given or "none"
     entry: dict[str, Any] = {"artifact": str(artifact), "manifest": bool(manifest), "postprocess": post}
+    warning = source_mismatch(artifact, manifest, info)
+    if warning:
+        entry["warnings"] = [warning]
     try:
         backend = open_runner(artifact, postprocess=post, **(backend_options or {}))
     except BackendUnavailable as exc:
@@ -117,6 +122,52 @@ def compare_artifact(artifact: str | Path, *, reference_for: Callable[[str], Any
     entry.update(status=report.status, reason=report.reason if report.status != "passed" else None, report=report.as_dict(),
                  seconds=round(time.perf_counter() - t0, 3))
     return entry
+
+
+def recorded_source_hash(artifact: Path, manifest: dict[str, Any]) -> str | None:
+    """The sha256 of the checkpoint an artifact was exported from: its manifest, else the
+    hash the artifact itself records (ONNX metadata_props)."""
+    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    recorded = source.get("sha256") or manifest.get("source_sha256")
+    if not recorded and artifact.suffix == ".onnx" and artifact.is_file():
+        import onnx
+
+        try:
+            props = {p.key: p.value for p in onnx.load(str(artifact), load_external_data=False).metadata_props}
+        except Exception:  # an unreadable file fails later, in its backend, with the real reason
+            return None
+        recorded = props.get("edgeseg.source_sha256")
+    return str(recorded) if recorded else None
+
+
+def source_mismatch(artifact: Path, manifest: dict[str, Any], info) -> str | None:
+    """A warning when the reference checkpoint is not the one the artifact was built from:
+    parity then compares against other weights than were exported."""
+    recorded = recorded_source_hash(artifact, manifest)
+    if recorded and info.source_sha256 and recorded != info.source_sha256:
+        return (f"{artifact.name} was exported from a checkpoint with sha256 {recorded[:12]}..., the reference is "
+                f"{info.source_sha256[:12]}...: pass the checkpoint it came from")
+    return None
+
+
+def verdict(entries: list[dict]) -> str:
+    """'2 passed, 1 skipped (needs macOS)': counts per status, with why artifacts were skipped."""
+    parts = []
+    for status in ("passed", "failed", "skipped"):
+        group = [e for e in entries if e["status"] == status]
+        if not group:
+            continue
+        text = f"{len(group)} {status}"
+        if status == "skipped":
+            reasons = []
+            for e in group:
+                reason = str(e.get("reason") or "runtime missing")
+                reason = "needs macOS" if "macos" in reason.lower() else reason
+                if reason not in reasons:
+                    reasons.append(reason)
+            text += f" ({'; '.join(reasons)})"
+        parts.append(text)
+    return ", ".join(parts) or "nothing checked"
 
 
 def _overall(entries: list[dict]) -> str:
@@ -170,10 +221,12 @@ def parity_for_model(model, artifacts: Sequence[str | Path], *, images: str | Pa
         "task": info.task,
         "reference": "pytorch (as loaded{})".format(", fused" if info.fused else ", unfused"),
         "seed": seed,
-        "inputs": first.describe() if first else {"seed": seed},
+        "inputs": first.describe() if first else {"seed": seed, "none": "no artifact could run here"},
         "artifacts": entries,
         "status": status,
+        "verdict": verdict(entries),
         "passed": status != "failed",
+        "warnings": [w for e in entries for w in e.get("warnings", [])],
     }
 
 
@@ -198,8 +251,6 @@ def run_parity(checkpoint, artifacts: Sequence[str | Path], *, arch: str | None 
     batch, postprocess, threads). Writes a JUnit XML with `junit`; raises ParityFailure with
     `check` when an artifact fails (or, with `strict`, is skipped).
     """
-    from edgeseg.api import load
-
     if not artifacts:
         raise EdgesegError("no artifacts to check", "pass one or more exported files after the checkpoint")
     if hasattr(checkpoint, "edgeseg"):
@@ -210,8 +261,6 @@ def run_parity(checkpoint, artifacts: Sequence[str | Path], *, arch: str | None 
     summary = parity_for_model(model, artifacts, **options)
     summary["checkpoint"] = str(checkpoint) if not hasattr(checkpoint, "edgeseg") else (model.edgeseg.source_path or model.edgeseg.arch)
     if junit:
-        from edgeseg.parity.junit import write_junit
-
         summary["junit"] = str(write_junit(summary, junit))
     if check:
         raise_if_failed(summary, strict=strict)

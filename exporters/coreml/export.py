@@ -17,10 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeseg import __version__
 from edgeseg.atomic import atomic_output
 from edgeseg.errors import EdgesegError, VerificationError
-from edgeseg.hashing import artifact_sha256
 from edgeseg.exporters import ExportRequest, ExportResult
+from edgeseg.exporters.coreml.convert import convert, import_coremltools, quiet
+from edgeseg.exporters.coreml.preflight import fp16_preflight
+from edgeseg.exporters.coreml.spec import Expected, check, load_spec, summarize
+from edgeseg.exporters.wrap import check_postprocess, output_names
+from edgeseg.hashing import artifact_sha256
 
 DEFAULT_TARGET = "iOS16"
 INPUT_NAME, IMAGE_INPUT_NAME = "input", "image"
@@ -89,15 +94,12 @@ def _tool_versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    from edgeseg import __version__
 
     out["edgeseg"] = __version__
     return out
 
 
 def _set_metadata(mlmodel, info, *, precision: str, target: str, size, norm, labels, postprocess: str, capture: str, options) -> None:
-    from edgeseg import __version__
-
     mlmodel.author = str(options.get("author") or f"edgeseg {__version__}")
     mlmodel.version = str(options.get("version") or __version__)
     mlmodel.license = str(options.get("license") or "")
@@ -111,6 +113,10 @@ def _set_metadata(mlmodel, info, *, precision: str, target: str, size, norm, lab
         "edgeseg.normalization": norm.describe(), "edgeseg.precision": precision, "edgeseg.min_target": target,
         "edgeseg.postprocess": postprocess, "edgeseg.capture": capture, "edgeseg.version": __version__,
     }
+    from edgeseg.exporters.metadata import artifact_metadata
+
+    # the shared keys (channel order, resize, label set) that ONNX files carry too
+    meta = {**artifact_metadata(info, input_size=size, precision=precision, postprocess=postprocess, target="coreml"), **meta}
     if labels and info.task != "classification":
         meta["edgeseg.labels"] = "\n".join(labels)
     mlmodel.user_defined_metadata.update(meta)
@@ -124,10 +130,7 @@ class CoreMLExporter:
         import numpy as np
         import torch
 
-        from edgeseg.exporters.coreml.convert import convert, quiet
-        from edgeseg.exporters.coreml.module import build_module
-        from edgeseg.exporters.coreml.spec import Expected, check, load_spec, summarize
-        from edgeseg.exporters.wrap import check_postprocess, output_names
+        from edgeseg.exporters.coreml.module import build_module  # lazy: pulls torch
 
         t0 = time.perf_counter()
         info = getattr(request.model, "edgeseg", None)
@@ -156,8 +159,6 @@ class CoreMLExporter:
         first = probe[0]
         num_classes = int(first.shape[1]) if first.is_floating_point() and first.dim() in (2, 4) else None
         labels = read_labels(opts.get("labels"), num_classes)
-
-        from edgeseg.exporters.coreml.convert import import_coremltools
 
         ct = import_coremltools()
         in_shape = (request.batch, 3, *size)
@@ -207,8 +208,6 @@ class CoreMLExporter:
             "sha256": digest, "tools": _tool_versions(), "host": platform.system(),
         }
         if precision == "fp16" and opts.get("preflight", True):
-            from edgeseg.exporters.coreml.preflight import fp16_preflight
-
             t2 = time.perf_counter()
             manifest["fp16_preflight"] = fp16_preflight(request.model, input_size=size, task=info.task, mean=info.mean, std=info.std,
                                                         seed=int(opts.get("seed", 0)), channel_order=info.channel_order)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgeseg.errors import EdgesegError
+from edgeseg.exporters.wrap import wrap_for_export
 
 
 class InputScale(nn.Module):
@@ -86,8 +87,6 @@ def scale_input_channels_(weight: torch.Tensor, groups: int, factors: torch.Tens
 def build_module(model: nn.Module, task: str, postprocess: str, batch: int, input_size: tuple[int, int], image_input: bool,
                  mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[nn.Module, Normalization]:
     """The module to convert and where its normalization lives; `model` is left untouched."""
-    from edgeseg.exporters.wrap import wrap_for_export
-
     if not image_input:
         return wrap_for_export(model, task, postprocess), Normalization("none")
     if batch != 1:

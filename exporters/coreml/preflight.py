@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.compare import default_tolerances
 from edgeseg.images import Preprocess, bundled_images
 
 FP16_MAX = 65504.0
@@ -196,8 +197,6 @@ def fp16_preflight(model, *, input_size: tuple[int, int], task: str, mean, std, 
 
 def predicted_gate(result: dict[str, Any], task: str) -> str:
     """Would these figures pass the fp16 parity gate (edgeseg.compare's defaults)?"""
-    from edgeseg.compare import default_tolerances
-
     tol = default_tolerances("fp16")
     fails = []
     if result["nonfinite"]:

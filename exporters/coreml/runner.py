@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import BackendUnavailable, EdgesegError
+from edgeseg.exporters.coreml.spec import load_spec, summarize
 from edgeseg.exporters.runner import Runner
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
@@ -57,8 +58,6 @@ class CoreMLRunner(Runner):
 
     def __init__(self, path: str | Path, compute_units: str | None = None):
         import coremltools as ct
-
-        from edgeseg.exporters.coreml.spec import load_spec, summarize
 
         self.path = Path(path)
         units = (compute_units or "ALL").upper()

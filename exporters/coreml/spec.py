@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from edgeseg.exporters.coreml.convert import import_coremltools
 
 # Core ML specification version -> the first OS release that reads it (coremltools' table).
 SPEC_VERSION_TARGET = {4: "iOS13", 5: "iOS14", 6: "iOS15", 7: "iOS16", 8: "iOS17", 9: "iOS18"}
@@ -109,14 +110,10 @@ class SpecSummary:
 
 
 def load_spec(path: str | Path):
-    from edgeseg.exporters.coreml.convert import import_coremltools
-
     return import_coremltools().utils.load_spec(str(path))
 
 
 def _feature(desc) -> TensorDesc:
-    from edgeseg.exporters.coreml.convert import import_coremltools
-
     import_coremltools()
     from coremltools.proto import FeatureTypes_pb2 as ft
 

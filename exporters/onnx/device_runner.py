@@ -146,6 +146,8 @@ def main(argv=None):
             "python": platform.python_version(),
             "numpy": np.__version__,
             "cpu_count": os.cpu_count(),
+            # set by an emulated device (e.g. the qemu-user stand-in's sshd): its timings say nothing about a board
+            "emulated": os.environ.get("EDGESEG_EMULATED") or None,
         },
     }
     tmp = args.out + ".tmp"

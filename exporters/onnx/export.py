@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.atomic import atomic_output
+from edgeseg.compare import compare_outputs
 from edgeseg.errors import EdgesegError
 from edgeseg.exporters import ExportRequest, ExportResult
+from edgeseg.exporters.onnx.fp16 import convert_to_fp16, emulate_fp16
+from edgeseg.exporters.onnx.graph import analyze, describe_values, op_counts, prune_dead_nodes
 from edgeseg.exporters.onnx.runner import ort_session
+from edgeseg.exporters.wrap import check_postprocess, output_names, wrap_for_export
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 MIN_OPSET = 11  # Resize/ArgMax semantics the post-processing relies on
@@ -51,8 +55,6 @@ def _max_opset() -> int:
 def plan_export(request: ExportRequest) -> OnnxPlan:
     """Resolve opset, shapes and precision against the model and the device profile; refuse
     what cannot work with one clear reason."""
-    from edgeseg.exporters.wrap import check_postprocess
-
     info = request.model.edgeseg
     profile = request.profile
     constraints = profile.export if profile is not None else None
@@ -158,8 +160,6 @@ def _to_fp16(model, keep: tuple[str, ...]) -> tuple[Any, dict]:
     keep those in fp32 (a preflight must run here; the target runtime gets the same graph)."""
     import re
 
-    from edgeseg.exporters.onnx.fp16 import convert_to_fp16
-
     blocked = list(keep)
     for _ in range(16):
         half, stats = convert_to_fp16(model, keep_fp32=blocked)
@@ -182,8 +182,6 @@ def _check_dynamic(model_bytes: bytes, wrapper, plan: OnnxPlan, info, seed: int)
     import numpy as np
     import torch
 
-    from edgeseg.compare import compare_outputs
-
     if not plan.dynamic_axes:
         return None
     batch = plan.batch + 1 if "batch" in plan.dynamic_axes else plan.batch
@@ -199,8 +197,6 @@ def _check_dynamic(model_bytes: bytes, wrapper, plan: OnnxPlan, info, seed: int)
     try:
         graph = model_bytes_to_model(model_bytes)
         if plan.precision == "fp16":
-            from edgeseg.exporters.onnx.fp16 import emulate_fp16
-
             graph = emulate_fp16(graph)
         sess = ort_session(graph)
         got = sess.run(None, {sess.get_inputs()[0].name: x.numpy().astype(np.float32)})
@@ -258,9 +254,6 @@ def _count_outputs(wrapper, plan: OnnxPlan, info) -> int:
 def build_onnx(model, plan: OnnxPlan, *, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Export and check; returns (final ModelProto, manifest fields). Writes nothing."""
     import torch
-
-    from edgeseg.exporters.onnx.graph import analyze, describe_values, op_counts, prune_dead_nodes
-    from edgeseg.exporters.wrap import output_names, wrap_for_export
 
     info = model.edgeseg
     wrapper = wrap_for_export(model, info.task, plan.postprocess)
@@ -354,6 +347,29 @@ def _save(model, path: Path) -> None:
     onnx.checker.check_model(str(path))  # what was written reads back as a valid model
 
 
+def _record_metadata(model, request: ExportRequest, plan: OnnxPlan, manifest: dict[str, Any]) -> None:
+    """Preprocessing, task, labels and source hash go into the file itself (metadata_props), so
+    the .onnx runs correctly without its manifest."""
+    from edgeseg.exporters.metadata import artifact_metadata, set_onnx_metadata
+    from edgeseg.labels import check_count, read_label_file
+
+    labels = request.options.get("labels")
+    if labels is not None:
+        out = manifest["outputs"][0]
+        floating = out["dtype"] in ("float32", "float16")
+        num_classes = out["shape"][1] if floating and len(out["shape"]) in (2, 4) and isinstance(out["shape"][1], int) else None
+        if isinstance(labels, (list, tuple)):
+            check_count(labels, num_classes, "--labels")
+            labels = [str(x) for x in labels]
+        else:
+            labels = list(read_label_file(labels, num_classes).names)
+        manifest["labels"] = len(labels)
+    meta = artifact_metadata(request.model.edgeseg, input_size=plan.input_size, precision=plan.precision,
+                             postprocess=plan.postprocess, labels=labels, target="onnx")
+    set_onnx_metadata(model, meta)
+    manifest["metadata_props"] = sorted(meta)
+
+
 class OnnxExporter:
     name = "onnx"
     suffix = ".onnx"
@@ -362,6 +378,7 @@ class OnnxExporter:
         plan = plan_export(request)
         t0 = time.perf_counter()
         model, manifest = build_onnx(request.model, plan, seed=int(request.options.get("seed", 0)))
+        _record_metadata(model, request, plan, manifest)
         with atomic_output(request.output, overwrite=request.overwrite) as tmp:
             _save(model, tmp)
         manifest["wall_seconds"] = round(time.perf_counter() - t0, 3)

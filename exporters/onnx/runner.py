@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgeseg.errors import BackendUnavailable, EdgesegError
+from edgeseg.exporters.onnx.fp16 import emulate_fp16
 from edgeseg.exporters.runner import Runner
 from edgeseg.timing import Measurement, Warmup, measure
 
@@ -96,7 +97,6 @@ class OnnxRuntimeRunner(Runner):
             if emulate:
                 import onnx
 
-                from edgeseg.exporters.onnx.fp16 import emulate_fp16  # lazy: only fp16 graphs need it
 
                 src: Any = emulate_fp16(onnx.load(str(self.path)))
             else:

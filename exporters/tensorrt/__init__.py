@@ -19,7 +19,7 @@ TARGET = register_target(Target(
         CliOption("workspace_mib", "--workspace", int, "TensorRT: builder workspace in MiB.", min=1),
         CliOption("timing_cache", "--timing-cache", Path, "TensorRT: timing cache file (read and updated)."),
         CliOption("calib_images", "--calib-images", Path, "TensorRT int8: directory of calibration images."),
-        CliOption("host", "--host", str, "TensorRT: build the engine on user@addr over SSH."),
+        # --host comes from the SSH option group every device-reaching command shares (edgeseg.cli.common)
     ),
     description="TensorRT engine for NVIDIA GPUs and Jetson, built for one TensorRT version and GPU",
 ))

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeseg.errors import EdgesegError
+from edgeseg.atomic import atomic_output
+from edgeseg.errors import BackendUnavailable, EdgesegError
+from edgeseg.exporters.tensorrt.cuda import cuda_api
 from edgeseg.exporters.tensorrt.manifest import Platform, check_platform_supported
-from edgeseg.errors import BackendUnavailable
 
-INSTALL_HINT = ("install TensorRT 8.5-10.x with its Python bindings for this GPU (pip install tensorrt cuda-python), "
+INSTALL_HINT = ("on a machine with an NVIDIA GPU: pip install -c constraints.txt -e \".[trt]\" (TensorRT + pycuda, as the README says), "
                 "or build on the device: --device PROFILE --host user@device")
 
 
@@ -32,8 +33,6 @@ def import_tensorrt():
 
 
 def local_platform(trt=None, cuda=None) -> Platform:
-    from edgeseg.exporters.tensorrt.cuda import cuda_api
-
     trt = trt or import_tensorrt()
     cuda = cuda or cuda_api()
     gpu, cc = cuda.device()
@@ -163,8 +162,6 @@ def _load_timing_cache(config, path: Path | None) -> tuple[Any, dict]:
 
 
 def _save_timing_cache(config, path: Path, status: dict) -> None:
-    from edgeseg.atomic import atomic_output
-
     blob = bytes(config.get_timing_cache().serialize())
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path, overwrite=True) as tmp:
@@ -174,7 +171,6 @@ def _save_timing_cache(config, path: Path, status: dict) -> None:
 
 def build_engine(plan, onnx_bytes: bytes, *, calib_data=None, calib_cache=None) -> BuildOutcome:
     """Build a serialized engine from `onnx_bytes` following `plan` (plan.BuildPlan)."""
-    from edgeseg.exporters.tensorrt.cuda import cuda_api
 
     trt = import_tensorrt()
     cuda = cuda_api()

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgeseg.errors import BackendUnavailable
 
-INSTALL_HINT = "pip install cuda-python (or pycuda) matching the CUDA of your TensorRT"
+INSTALL_HINT = "pip install -c constraints.txt -e \".[trt]\" (pycuda; cuda-python also works) matching the CUDA of your TensorRT"
 
 
 class CudaPython:

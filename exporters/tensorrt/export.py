@@ -21,9 +21,16 @@ import numpy as np
 
 from edgeseg.atomic import atomic_output
 from edgeseg.errors import EdgesegError
+from edgeseg.exporters import ExportRequest, ExportResult
+from edgeseg.exporters.calibration import CacheKey, CalibrationCache, CalibrationData, list_images
+from edgeseg.exporters.tensorrt.build import build_engine, local_platform
+from edgeseg.exporters.tensorrt.manifest import Platform, engine_section, write_manifest
+from edgeseg.exporters.tensorrt.plan import CalibrationPlan, default_cache_dir, default_timing_cache, make_plan, shape_ranges
+from edgeseg.exporters.tensorrt.precision import plan_precision
+from edgeseg.exporters.tensorrt.prepare import prepare_onnx
+from edgeseg.exporters.tensorrt.remote_build import build_remote
 from edgeseg.hashing import file_sha256
 from edgeseg.images import Preprocess, bundled_images
-from edgeseg.exporters import ExportRequest, ExportResult
 
 ANALYSIS_IMAGES = 4
 DEFAULT_CALIB_MAX = 512
@@ -74,16 +81,11 @@ def analysis_inputs(shapes, info, size, calib_images: list[Path] | None) -> list
 def plan_fp32_layers(onnx_path: Path, feeds: list[dict], policy: str):
     import onnx
 
-    from edgeseg.exporters.tensorrt.precision import plan_precision
-
     return plan_precision(onnx.load(str(onnx_path)), feeds, policy=policy)
 
 
 def calibration_setup(request: ExportRequest, onnx, shapes, size, remote: bool):
     """(CalibrationPlan, CalibrationData | None, CalibrationCache) for int8."""
-    from edgeseg.exporters.calibration import CacheKey, CalibrationCache, CalibrationData, list_images
-    from edgeseg.exporters.tensorrt.plan import CalibrationPlan, default_cache_dir
-
     info, opts = request.model.edgeseg, request.options
     opt_shape = shapes[0].opt
     given_cache = opts.get("calib_cache")
@@ -114,8 +116,6 @@ def calibration_setup(request: ExportRequest, onnx, shapes, size, remote: bool):
 
 
 def timing_cache_path(request: ExportRequest, remote: bool, platform=None) -> str | None:
-    from edgeseg.exporters.tensorrt.plan import default_cache_dir, default_timing_cache
-
     value = request.options.get("timing_cache")
     if value in (False, "none", "off"):
         return None
@@ -132,10 +132,6 @@ class TensorRTExporter:
     suffix = ".engine"
 
     def export(self, request: ExportRequest) -> ExportResult:
-        from edgeseg.exporters.tensorrt.prepare import prepare_onnx
-        from edgeseg.exporters.tensorrt.plan import make_plan, shape_ranges
-        from edgeseg.exporters.tensorrt.manifest import Platform, engine_section, write_manifest
-
         t0 = time.perf_counter()
         info = getattr(request.model, "edgeseg", None)
         if info is None:
@@ -144,8 +140,6 @@ class TensorRTExporter:
         host = resolve_host(request)
         here = None
         if not host:
-            from edgeseg.exporters.tensorrt.build import local_platform
-
             here = local_platform()  # fails early, before the ONNX export, if TensorRT/CUDA is missing
         opts = request.options
         size = tuple(int(s) for s in request.input_size)
@@ -165,8 +159,6 @@ class TensorRTExporter:
             record: dict[str, Any] = {}
             with atomic_output(request.output, overwrite=request.overwrite) as tmp:
                 if host:
-                    from edgeseg.exporters.tensorrt.remote_build import build_remote
-
                     rec = build_remote(plan, onnx.path, request.profile, tmp, host, opts)
                     if not rec.get("gpu") or not rec.get("compute_capability"):
                         raise EdgesegError("trtexec's log did not name the GPU and compute capability; the engine could not be "
@@ -175,8 +167,6 @@ class TensorRTExporter:
                     builder = f"trtexec on {host}"
                     record = {"command": rec.get("command"), "build_s": rec.get("build_s"), "environment": rec.get("environment")}
                 else:
-                    from edgeseg.exporters.tensorrt.build import build_engine
-
                     out = build_engine(plan, onnx.path.read_bytes(), calib_data=calib_data, calib_cache=calib_cache)
                     tmp.write_bytes(out.engine)
                     platform, builder = out.platform, "tensorrt python api"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeseg.errors import EdgesegError
-from edgeseg.errors import BackendUnavailable
+from edgeseg.atomic import atomic_output
+from edgeseg.errors import BackendUnavailable, EdgesegError
 from edgeseg.manifest import manifest_path_for
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -60,8 +60,6 @@ def engine_section(*, platform: Platform, precision: str, flags: list[str], inpu
 
 
 def write_manifest(engine: str | Path, manifest: dict[str, Any]) -> Path:
-    from edgeseg.atomic import atomic_output
-
     path = manifest_path_for(engine)
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")

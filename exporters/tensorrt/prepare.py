@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import EdgesegError
+from edgeseg.exporters import ExportRequest, get_exporter
+from edgeseg.exporters.onnx.graph import op_counts
 from edgeseg.hashing import sha256_bytes
-from edgeseg.exporters import ExportRequest
 
 
 @dataclass
@@ -46,8 +47,6 @@ def describe(path: Path, profile=None) -> PreparedOnnx:
     """Read back an ONNX file and check it against the profile's parser limits."""
     import onnx
 
-    from edgeseg.exporters.onnx.graph import op_counts
-
     data = path.read_bytes()
     model = onnx.load_from_string(data)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -72,8 +71,6 @@ def describe(path: Path, profile=None) -> PreparedOnnx:
 def prepare_onnx(request: ExportRequest, workdir: Path) -> PreparedOnnx:
     """Export the request's model to `workdir/model.onnx` with the ONNX exporter (fp32, the
     profile's constraints) and describe it. A user-given `options['onnx']` file is used as is."""
-    from edgeseg.exporters import get_exporter
-
     given = request.options.get("onnx")
     if given:
         path = Path(given)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.atomic import atomic_output, check_output_path
 from edgeseg.exporters.onnx.runner import input_spec
 from edgeseg.exporters.runner import RemoteRun
 from edgeseg.exporters.tensorrt import trtexec as tx
@@ -70,8 +71,6 @@ def _build(session: SSHSession, tmp: str, onnx_path: Path, profile, precision: s
     if not session.exists(engine):
         raise RemoteError(f"trtexec reported success but wrote no engine on {session.target}", "check free space on the device")
     if cache_remote and session.exists(cache_remote):
-        from edgeseg.atomic import atomic_output
-
         with atomic_output(timing_cache, overwrite=True) as t:
             session.get(cache_remote, t)
     return engine, log, argv
@@ -86,7 +85,6 @@ def build_engine_remote(session: SSHSession, onnx_path: str | Path, profile, pre
     Returns a manifest: TensorRT version, GPU and compute capability (from trtexec's log),
     precision, the exact command, build time, and the device's power mode/L4T release.
     """
-    from edgeseg.atomic import atomic_output, check_output_path
 
     precision = precision or profile.default_precision
     output = check_output_path(output, overwrite)

@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import EdgesegError
+from edgeseg.exporters.tensorrt.plan import trtexec_flags
+from edgeseg.exporters.tensorrt.remote import build_engine_remote
+from edgeseg.exporters.tensorrt.trtexec import parse_version
+from edgeseg.remote.common import rjoin
+from edgeseg.remote.ssh import SSHSession, SSHTarget, Timeouts
 
 
 def build_remote(plan, onnx_path: Path, profile, output: Path, host: str, options: dict[str, Any]) -> dict[str, Any]:
     """Run the build on `host`; the engine lands at `output`. Returns the harness's build record."""
-    from edgeseg.remote.common import rjoin
-    from edgeseg.remote.ssh import SSHSession, SSHTarget, Timeouts
-    from edgeseg.exporters.tensorrt.remote import build_engine_remote
-    from edgeseg.exporters.tensorrt.trtexec import parse_version
-    from edgeseg.exporters.tensorrt.plan import trtexec_flags
-
     version = parse_version(profile.software.tensorrt)
     if not version:
         raise EdgesegError(f"device profile {profile.name} does not state its TensorRT version", "set software.tensorrt in the profile")

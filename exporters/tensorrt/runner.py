@@ -11,18 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.hashing import file_sha256
 from edgeseg.exporters.runner import Runner
+from edgeseg.exporters.tensorrt.build import import_tensorrt, local_platform, make_logger
+from edgeseg.exporters.tensorrt.cuda import cuda_api
 from edgeseg.exporters.tensorrt.manifest import check_compatible, read_engine_section
+from edgeseg.hashing import file_sha256
 
 
 class EngineRunner(Runner):
     name = "tensorrt"
 
     def __init__(self, path: str | Path, **_options: object):
-        from edgeseg.exporters.tensorrt.build import import_tensorrt, local_platform, make_logger
-        from edgeseg.exporters.tensorrt.cuda import cuda_api
-
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgesegError(f"{self.path} does not exist", "export it with `edgeseg export --target trt`")

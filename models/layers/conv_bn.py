@@ -31,3 +31,13 @@ class ConvBN(nn.Sequential):
         conv = self._modules[self.conv_name]
         bn = self._modules.pop(self.bn_name)
         self._modules[self.conv_name] = fuse_conv_bn(conv, bn)
+
+
+class ConvBNReLU(ConvBN):
+    """mmcv's `ConvModule(conv, norm=BN, act=ReLU)` with its child names (`conv`, `bn`,
+    `activate`), as mmseg heads (FPNHead, SegformerHead, TopFormer's fuse) build it; the
+    conv+BN folds at deploy time and the ReLU stays."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, padding: int | None = None, groups: int = 1):
+        super().__init__(in_ch, out_ch, kernel_size, stride, padding, groups, conv_name="conv", bn_name="bn")
+        self.add_module("activate", nn.ReLU())

@@ -57,3 +57,12 @@ def bn_after_affine(bn: nn.BatchNorm2d, scale: torch.Tensor, shift: torch.Tensor
     if bn.num_batches_tracked is not None:
         out.num_batches_tracked.copy_(bn.num_batches_tracked)
     return out.eval()
+
+
+def fold_bn_into_linear(weight, bias, gamma, beta, mean, var, eps: float = 1e-5):
+    """W(BN(x)) + b as W'x + b' for a BN that *precedes* a linear map (W: out x in)."""
+    scale = gamma / torch.sqrt(var + eps)
+    shift = beta - mean * scale
+    w = weight * scale.unsqueeze(0)
+    b = weight @ shift
+    return w, (b if bias is None else b + bias)

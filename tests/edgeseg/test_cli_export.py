@@ -86,10 +86,10 @@ def test_export_refusals_are_one_line(ckpt, tmp_path, capsys):
     assert "Traceback" not in err and "reparameterizing" not in err  # refused before the expensive part
     code, _, err = run(["export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--device", "jetson-nano", "--opset", "17"], capsys)
     assert code == 1 and "above what jetson-nano accepts" in err
-    code, _, err = run(["export", str(ckpt), "-o", str(tmp_path / "x.engine")], capsys)
+    code, _, err = run(["export", str(ckpt), "--target", "onnx", "-o", str(tmp_path / "x.engine")], capsys)
     assert code == 1 and "does not end in .onnx" in err
     code, _, err = run(["export", str(ckpt), "--target", "tflite"], capsys)
-    assert code == 1 and "unknown --target" in err
+    assert code == 1 and "unknown export target 'tflite'" in err
     assert list(tmp_path.iterdir()) == []
 
 

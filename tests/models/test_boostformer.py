@@ -14,6 +14,7 @@ from edgeseg.checkpoint.detect import build_structure, detect
 from edgeseg.checkpoint.layouts import LayoutMismatch, find_layout
 from edgeseg.errors import CheckpointError, DetectionError, EdgesegError
 from edgeseg.models import boostformer as bf
+from edgeseg.models import boostformer_layouts as bfl
 from edgeseg.registry import get_entry, list_models
 from edgeseg.reparam.walker import reparameterize_model
 from edgeseg.testing import make_checkpoint
@@ -56,7 +57,7 @@ def test_registered_entry():
     e = get_entry("boostformer")
     assert (e.family, e.task, e.input_size, e.size_divisor, e.labels) == ("boostformer", "segmentation", (512, 512), 32, "ade20k")
     assert e.default_cfg["num_classes"] == 150
-    assert [l.name for l in e.layouts] == ["boostformer-hf", "boostformer-pth"]
+    assert [l.name for l in e.layouts] == ["boostformer-hf", "boostformer-pth", "boostformer-dev-hf", "boostformer-dev-pth"]
     assert e.canonical_layout.container == "hf"
 
 
@@ -69,7 +70,7 @@ def test_builds_on_meta_with_expected_params():
     assert bf.executed_param_count(model) == 17_575_190
     assert sum(p.numel() for p in model.parameters()) == 17_575_190 + 3072 * 768 + 1408 + 4
     sd = model.state_dict()
-    assert sd["segformer.encoder.patch_embeddings.0.proj.weight"].shape == (64, 3, 1, 1)
+    assert sd["segformer.encoder.patch_embeddings.0.conv.weight"].shape == (64, 3, 1, 1)
     assert sd["segformer.encoder.block.2.0.attention.self.key.weight"].shape == (320, 320)
     assert sd["segformer.encoder.block.0.0.mlp.dwconv.mixconv.conv_5.weight"].shape == (128, 1, 5, 5)
     assert sd["segformer.encoder.block.3.0.mlp.conv_1.weight"].shape == (2048, 512, 1, 1)
@@ -119,7 +120,7 @@ def test_hidden_act_comes_from_config(tmp_path, hf_ckpt):
     with torch.no_grad():
         assert not torch.allclose(model(x), ref(x))
     with pytest.raises(CheckpointError, match="hidden_act='swish'"):
-        bf._cfg_from_hf_config({**config, "hidden_act": "swish"})
+        bfl.cfg_from_hf_config({**config, "hidden_act": "swish"})
 
 
 def _segformer_hf_state_dict() -> dict:
@@ -134,11 +135,11 @@ def test_layouts_reject_other_state_dicts(hf_ckpt):
     mobileone = {"stage0.rbr_conv.0.conv.weight": torch.zeros(1), "linear.weight": torch.zeros(1)}
     for sd in (segformer_b2, mobileone, {}):
         with pytest.raises(LayoutMismatch):
-            bf._to_canonical(sd)
+            bfl.final_to_canonical(sd)
     ours = hf_ckpt[1].state_dict()
-    assert bf._to_canonical(ours).keys() == ours.keys()
+    assert bfl.final_to_canonical(ours).keys() == ours.keys()
     with pytest.raises(LayoutMismatch):
-        bf._cfg_from_hf_config({"model_type": "poolformer"})
+        bfl.cfg_from_hf_config({"model_type": "poolformer"})
 
 
 def test_not_confused_with_segformer(tmp_path, hf_ckpt):
@@ -278,7 +279,7 @@ def _check(model, fused, sizes=SMALL, seed=11):
 
 def test_structure_on_meta_matches_the_real_transform(fused):
     model, _ = fused[(256, 256)]
-    cfg = bf._infer_cfg(model.state_dict())
+    cfg = bfl.infer_cfg(model.state_dict())
     assert cfg == {"num_classes": 21}
     meta = build_structure(get_entry("boostformer"), cfg, True, (256, 256), device="meta")
     assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
@@ -339,7 +340,7 @@ def test_deploy_files_with_every_block_norm_still_load():
     """Deploy files written before the block-end BNs were carried keep all seven."""
     every = [f"{i}.{j}" for i in range(bf.POOL_STAGES) for j in range(bf.DEPTHS[i])]
     sd = {k: torch.empty(shape, device="meta") for k, shape in _fused_shapes(every).items()}
-    cfg = bf._infer_cfg(sd)
+    cfg = bfl.infer_cfg(sd)
     assert len(cfg["keep_block_norms"]) == 7
     with torch.device("meta"):
         model = bf.boostformer(**cfg)
