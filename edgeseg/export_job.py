@@ -24,6 +24,7 @@ from edgeseg.exporters import ExportRequest, get_exporter, get_target, target_fo
 from edgeseg.exporters.wrap import check_postprocess
 from edgeseg.hashing import artifact_sha256
 from edgeseg.parity.job import ParityFailure, parity_for_model, raise_if_failed
+from edgeseg.progress import as_steps
 
 class ExportSummary(dict):
     """What `export_checkpoint` returns: the manifest plus output paths (the JSON the CLI prints),
@@ -145,13 +146,15 @@ def export_checkpoint(
     tolerances: Any = None,
     verify_reparam: bool = True,
     model=None,
-    progress: Callable[[str], None] = lambda msg: None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Export a checkpoint (or an edgeseg-loaded `model`) for `target`; returns the summary.
 
     Raises EdgesegError on refusals and `edgeseg.parity.job.ParityFailure` (exit code 3,
     with `.summary`) when the artifact does not match PyTorch; neither leaves a file behind.
+    `progress`: an `edgeseg.progress.Steps` (or a callable taking each step's message).
     """
+    steps = as_steps(progress)
     timings: dict[str, float] = {}
     profile = None
     if device:
@@ -175,8 +178,11 @@ def export_checkpoint(
     if ckpt_path is not None:
         output_for("")  # the name does not depend on the model: refuse an existing output before loading
     t = time.perf_counter()
-    progress(f"loading {ckpt_path or 'model'}")
-    original = model if model is not None else load(ckpt_path, arch, input_size=input_size)
+    if model is not None:
+        original = model
+    else:
+        with steps.step(f"loading {ckpt_path}"):
+            original = load(ckpt_path, arch, input_size=input_size)
     timings["load_s"] = time.perf_counter() - t
     info = original.edgeseg
     size = _resolve_size(info, input_size, profile)
@@ -188,10 +194,10 @@ def export_checkpoint(
     t = time.perf_counter()
     if info.fused:
         fused, reparam = original, None
-        progress("checkpoint is already reparameterized")
+        steps.note("checkpoint is already reparameterized")
     else:
-        progress("reparameterizing (fused vs unfused gate)")
-        fused, result = reparameterize(original, verify=verify_reparam, input_size=size, seed=seed)
+        with steps.step("reparameterizing (fused vs unfused gate)"):
+            fused, result = reparameterize(original, verify=verify_reparam, input_size=size, seed=seed)
         reparam = {"fused_blocks": result.report.as_dict(), "equivalence": result.equivalence.as_dict() if result.equivalence else None}
     timings["reparameterize_s"] = time.perf_counter() - t
 
@@ -202,8 +208,8 @@ def export_checkpoint(
         request = ExportRequest(model=fused, output=staged, input_size=size, batch=batch, precision=prec, opset=opset,
                                 dynamic=dynamic, postprocess=postprocess, profile=profile, overwrite=True, options=opts)
         t = time.perf_counter()
-        progress(f"exporting to {target} ({prec}, {size[0]}x{size[1]}, batch {batch})")
-        result = exporter.export(request)
+        with steps.step(f"exporting to {target} ({prec}, {size[0]}x{size[1]}, batch {batch})"):
+            result = exporter.export(request)
         timings["export_s"] = time.perf_counter() - t
         manifest: dict[str, Any] = {
             "artifact": final.name,
@@ -229,10 +235,10 @@ def export_checkpoint(
 
         if parity:
             t = time.perf_counter()
-            progress("parity against PyTorch")
             # shapes, names and post-processing go to parity in memory, as the manifest will record them
-            summary = parity_for_model(original, [result.path], images=images, samples=samples, seed=seed, tolerances=tolerances,
-                                       manifests={str(result.path): manifest})
+            with steps.step("parity against PyTorch"):
+                summary = parity_for_model(original, [result.path], images=images, samples=samples, seed=seed, tolerances=tolerances,
+                                           manifests={str(result.path): manifest})
             timings["parity_s"] = time.perf_counter() - t
             entry = summary["artifacts"][0]
             manifest["parity"] = {"status": entry["status"], "reason": entry.get("reason"), "backend": entry.get("backend"),

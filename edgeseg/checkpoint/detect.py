@@ -1,7 +1,8 @@
 """Which registered architecture (and variant, layout, fused or not) a state dict is.
 
 Every candidate's expected keys and shapes come from building it on the meta device, so
-detection needs no per-model rules beyond each family's key layouts.
+detection needs no per-model rules beyond each family's key layouts. Those signatures are
+cached on disk for the built-in models (see `edgeseg.checkpoint.signatures`).
 """
 
 from __future__ import annotations
@@ -96,18 +97,37 @@ def build_structure(entry: ModelEntry, cfg: Mapping[str, Any], fused: bool, inpu
 
 
 @functools.lru_cache(maxsize=256)
-def _expected_shapes(name: str, cfg_json: str, fused: bool, input_size: tuple[int, int] | None) -> dict[str, tuple]:
+def _signature(name: str, cfg_json: str, fused: bool, input_size: tuple[int, int] | None) -> dict[str, Any]:
+    from edgeseg.checkpoint.signatures import cacheable, cached
+    from edgeseg.registry import get_entry
+
     entry = get_entry(name)
-    cfg = json.loads(cfg_json)
-    try:
-        model = build_structure(entry, cfg, fused, input_size, device="meta")
-    except Exception:  # some constructors need real tensors; fall back to the CPU
-        model = build_structure(entry, cfg, fused, input_size, device="cpu")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+    def compute() -> dict[str, Any]:
+        cfg = json.loads(cfg_json)
+        try:
+            model = build_structure(entry, cfg, fused, input_size, device="meta")
+        except Exception:  # some constructors need real tensors; fall back to the CPU
+            model = build_structure(entry, cfg, fused, input_size, device="cpu")
+        return {"shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+                "params": sum(p.numel() for p in model.parameters())}
+
+    key = {"name": name, "cfg": json.loads(cfg_json), "fused": fused, "input_size": list(input_size) if input_size else None}
+    data = cached(key, compute, persist=cacheable(entry.factory))
+    return {"shapes": {k: tuple(v) for k, v in data["shapes"].items()}, "params": data["params"]}
+
+
+def _signature_of(entry: ModelEntry, cfg: Mapping[str, Any], fused: bool, input_size: tuple[int, int] | None) -> dict[str, Any]:
+    return _signature(entry.name, json.dumps(dict(cfg), sort_keys=True), fused, tuple(input_size) if input_size else None)
 
 
 def expected_shapes(entry: ModelEntry, cfg: Mapping[str, Any], fused: bool, input_size: tuple[int, int] | None = None) -> dict[str, tuple]:
-    return _expected_shapes(entry.name, json.dumps(dict(cfg), sort_keys=True), fused, tuple(input_size) if input_size else None)
+    return dict(_signature_of(entry, cfg, fused, input_size)["shapes"])
+
+
+def expected_params(entry: ModelEntry, cfg: Mapping[str, Any], fused: bool, input_size: tuple[int, int] | None = None) -> int:
+    """Parameter count of the model a detection builds (without building it)."""
+    return _signature_of(entry, cfg, fused, input_size)["params"]
 
 
 def candidate_cfg(entry: ModelEntry, layout: KeyLayout, canonical: Mapping[str, Any], hf_config: dict | None) -> dict:

@@ -74,6 +74,13 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
+def steps(as_json: bool = False):
+    """Progress of long steps on stderr (stdout stays the result; none with --json)."""
+    from edgeseg.progress import Steps
+
+    return Steps(console(stderr=True), enabled=not as_json)
+
+
 def emit(data: dict[str, Any], as_json: bool, render: Callable[[Any], None]) -> None:
     """Print `data` as JSON, or let `render` print it for people."""
     if as_json:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import (JSON_OPTION, MAX_THREADS, emit, number_option)
+from edgeseg.cli.common import (JSON_OPTION, MAX_THREADS, emit, number_option, steps)
 
 devices_app = typer.Typer(help="Device profiles: list, show, validate a new one, calibrate the host.", no_args_is_help=False)
 app.add_typer(devices_app, name="devices")
@@ -104,7 +104,8 @@ def devices_calibrate(name: str = typer.Argument("host-cpu", help="Only host-cpu
     if not p.detect:
         raise EdgesegError(f"{name} is not this machine; only detect profiles (host-cpu) are calibrated here",
                            "edit the ceilings in its YAML with numbers measured on the device")
-    cal = calibrate_host(threads or p.threads)
+    with steps(as_json).step("measuring GEMM, copy bandwidth and per-layer overhead"):
+        cal = calibrate_host(threads or p.threads)
     from dataclasses import asdict
 
     emit(asdict(cal), as_json, lambda con: con.print(f"{name}: {cal.describe()}"))

@@ -10,7 +10,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import (ARCH_OPTION, HOST_OPTION, IDENTITY_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, KNOWN_HOSTS_OPTION, MAX_BATCH, MAX_SEED, OVERWRITE_OPTION, PORT_OPTION, SAMPLES_OPTION, console, emit, number_option, parse_size)
+from edgeseg.cli.common import (ARCH_OPTION, HOST_OPTION, IDENTITY_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, KNOWN_HOSTS_OPTION, MAX_BATCH, MAX_SEED, OVERWRITE_OPTION, PORT_OPTION, SAMPLES_OPTION, console, emit, number_option, parse_size, steps)
 from edgeseg.errors import EdgesegError, VerificationError
 from edgeseg.exporters import PRECISIONS, targets
 
@@ -200,13 +200,12 @@ def export_cmd(
     for key, value in (("host", host), ("identity", identity), ("known_hosts", known_hosts), ("port", port), ("labels", labels)):
         if value is not None:
             options[key] = value
-    log = console(stderr=True)
     try:
         summary = export(ckpt, output, target=target, arch=arch, input_size=parse_size(input_size), batch=batch,
                          dynamic=dynamic, opset=opset, precision=precision, device=list(device) if device else None,
                          postprocess=postprocess, simplify=simplify, overwrite=overwrite, options=options, parity=parity,
                          images=images, samples=samples, seed=seed,
-                         progress=lambda m: None if as_json else log.print(f"[dim]>> {m}[/]"))
+                         progress=steps(as_json))
     except ParityFailure as exc:
         emit(exc.summary, as_json, lambda con: render_parity_failure(con, exc.summary))
         raise

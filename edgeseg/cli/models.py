@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import ARCH_OPTION, JSON_OPTION, emit, fmt_count
+from edgeseg.cli.common import ARCH_OPTION, JSON_OPTION, emit, fmt_count, steps
 
 
 @app.command("models", epilog="Example: edgeseg models --family fastvit --no-macs")
@@ -20,7 +20,7 @@ def models_cmd(
     """List the registered architectures: task, params, MACs, reparameterizable blocks."""
     from edgeseg.model_table import describe_models  # lazy: keeps `edgeseg --help` fast
 
-    rows = describe_models(family, with_macs=macs)
+    rows = describe_models(family, with_macs=macs, progress=steps(as_json))
 
     def render(con):
         from rich.table import Table
@@ -56,13 +56,12 @@ def info_cmd(
     if artifact_kind(ckpt) != "checkpoint":
         _artifact_info(ckpt, arch, as_json)
         return
-    from edgeseg.analysis import count_params  # lazy: keeps `edgeseg --help` fast
-    from edgeseg.api import load_raw  # lazy: keeps `edgeseg --help` fast
+    from edgeseg.api import inspect_raw  # lazy: keeps `edgeseg --help` fast
     from edgeseg.checkpoint.reader import read_checkpoint  # lazy: keeps `edgeseg --help` fast
 
-    raw = read_checkpoint(ckpt)
-    model = load_raw(raw, arch)
-    info = model.edgeseg
+    with steps(as_json).step(f"reading {ckpt}"):
+        raw = read_checkpoint(ckpt)
+        info, params = inspect_raw(raw, arch)
     data = {
         "path": str(ckpt),
         "format": raw.format,
@@ -75,7 +74,7 @@ def info_cmd(
         "reparameterized": info.fused,
         "input_size": list(info.input_size),
         "fixed_input_size": list(info.fixed_input_size) if info.fixed_input_size else None,
-        "params": count_params(model),
+        "params": params,
         "tensors": len(raw.state_dict),
         "preprocessing": info.extra.get("preprocessing"),
         "sha256": raw.sha256,

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import (ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, MAX_BATCH, MAX_SEED, MAX_THREADS, SAMPLES_OPTION, check_number, console, emit, number_option, parse_size)
+from edgeseg.cli.common import (ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, MAX_BATCH, MAX_SEED, MAX_THREADS, SAMPLES_OPTION, check_number, console, emit, number_option, parse_size, steps)
 from edgeseg.errors import EdgesegError
 
 _STYLE = {"passed": "green", "failed": "red", "skipped": "yellow"}
@@ -117,7 +117,7 @@ def parity_cmd(
 
     summary = run_parity(ckpt, artifacts, arch=arch, junit=junit, images=images, bundled_images=not no_bundled, samples=samples,
                          seed=seed, tolerances=parse_tolerances(atol, rtol, tol) or None, precision=precision, threads=threads,
-                         input_size=parse_size(input_size), batch=batch, postprocess=postprocess)
+                         input_size=parse_size(input_size), batch=batch, postprocess=postprocess, progress=steps(as_json))
     emit(summary, as_json, lambda con: render_parity(con, summary))
     if not as_json and summary["status"] != "failed":
         console().print(f"[{_STYLE[summary['status']]}]{summary['verdict']}[/]")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from edgeseg.cli.app import app
-from edgeseg.cli.common import (ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, MAX_ITERATIONS, OVERWRITE_OPTION, emit, fmt_count, number_option, parse_size)
+from edgeseg.cli.common import (ARCH_OPTION, INPUT_SIZE_OPTION, JSON_OPTION, MAX_ITERATIONS, OVERWRITE_OPTION, emit, fmt_count, number_option, parse_size, steps)
 
 
 def render_reparam(con, s: dict) -> None:
@@ -55,5 +55,5 @@ def reparam_cmd(
     from edgeseg.reparam_job import reparam_checkpoint  # lazy: keeps `edgeseg --help` fast
 
     summary = reparam_checkpoint(ckpt, output, arch=arch, input_size=parse_size(input_size), verify=verify, overwrite=overwrite,
-                                 latency_iterations=iterations)
+                                 latency_iterations=iterations, progress=steps(as_json))
     emit(summary, as_json, lambda con: render_reparam(con, summary))

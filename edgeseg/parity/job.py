@@ -23,6 +23,7 @@ from edgeseg.exporters.pytorch import TorchRunner
 from edgeseg.images import make_inputs
 from edgeseg.manifest import read_manifest
 from edgeseg.parity.junit import write_junit
+from edgeseg.progress import as_steps
 
 DEFAULT_RANDOM_BATCHES = 2
 
@@ -95,8 +96,8 @@ def compare_artifact(artifact: str | Path, *, reference_for: Callable[[str], Any
     entry.update(backend=backend.name, backend_mode=getattr(backend, "mode", None), precision=prec, input_size=list(size), batch=n,
                  inputs=[s.name for s in inputs.samples])
     try:
+        refs = ref_model.run_many([sample.array for sample in inputs.samples])
         for sample in inputs.samples:
-            refs.append(ref_model.run(sample.array))
             cands.append(backend.run(sample.array))
     except EdgesegError:
         raise
@@ -181,7 +182,7 @@ def parity_for_model(model, artifacts: Sequence[str | Path], *, images: str | Pa
                      max_images: int | None = None, samples: int = DEFAULT_RANDOM_BATCHES, seed: int | None = None,
                      tolerances: Any = None, precision: str | None = None, input_size: tuple[int, int] | None = None,
                      batch: int | None = None, postprocess: str | None = None, threads: int | None = None,
-                     manifests: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                     manifests: dict[str, dict[str, Any]] | None = None, progress: Any = None) -> dict[str, Any]:
     """Compare `model` (the PyTorch reference) with each artifact; returns the summary.
 
     `manifests` (artifact path -> manifest) hands over what an export job knows in memory;
@@ -206,11 +207,13 @@ def parity_for_model(model, artifacts: Sequence[str | Path], *, images: str | Pa
 
     entries = []
     opts = {"threads": threads} if threads else {}
+    steps = as_steps(progress)
     for art in artifacts:
-        entries.append(compare_artifact(art, reference_for=reference_for, inputs_for=inputs_for, task=info.task, info=info,
-                                        tolerances=tolerances, precision=precision, input_size=input_size, batch=batch,
-                                        postprocess=postprocess, backend_options=opts,
-                                        manifest=(manifests or {}).get(str(art))))
+        with steps.step(f"parity of {Path(art).name}"):
+            entries.append(compare_artifact(art, reference_for=reference_for, inputs_for=inputs_for, task=info.task, info=info,
+                                            tolerances=tolerances, precision=precision, input_size=input_size, batch=batch,
+                                            postprocess=postprocess, backend_options=opts,
+                                            manifest=(manifests or {}).get(str(art))))
     first = next(iter(input_sets.values()), None)
     status = _overall(entries)
     return {
@@ -250,7 +253,11 @@ def run_parity(checkpoint, artifacts: Sequence[str | Path], *, arch: str | None 
     """
     if not artifacts:
         raise EdgesegError("no artifacts to check", "pass one or more exported files after the checkpoint")
-    model = checkpoint if hasattr(checkpoint, "edgeseg") else load(checkpoint, arch)
+    if hasattr(checkpoint, "edgeseg"):
+        model = checkpoint
+    else:
+        with as_steps(options.get("progress")).step(f"loading {checkpoint}"):
+            model = load(checkpoint, arch)
     summary = parity_for_model(model, artifacts, **options)
     summary["checkpoint"] = str(checkpoint) if not hasattr(checkpoint, "edgeseg") else (model.edgeseg.source_path or model.edgeseg.arch)
     if junit:

@@ -32,6 +32,7 @@ class SizeResult:
     max_rel: float  # max abs error / max |reference|
     output_scale: float
     finite: bool
+    batch: int = 1
 
 
 @dataclass
@@ -62,7 +63,7 @@ class EquivalenceReport:
             "seed": self.seed,
             "samples": self.samples,
             "sizes": [
-                {"input_size": list(r.input_size), "max_abs": r.max_abs, "max_rel": r.max_rel, "output_scale": r.output_scale, "finite": r.finite}
+                {"input_size": list(r.input_size), "batch": r.batch, "max_abs": r.max_abs, "max_rel": r.max_rel, "output_scale": r.output_scale, "finite": r.finite}
                 for r in self.results
             ],
         }
@@ -101,5 +102,5 @@ def check_equivalence(
                 worst_abs = max(worst_abs, float((r.double() - c.double()).abs().max()))
                 scale = max(scale, float(r.abs().max()))
         rel = worst_abs / scale if scale > 0 else worst_abs
-        report.results.append(SizeResult(tuple(size), worst_abs, rel, scale, finite))
+        report.results.append(SizeResult(tuple(size), worst_abs, rel, scale, finite, batch))
     return report

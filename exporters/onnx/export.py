@@ -229,15 +229,33 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
+def _count_outputs(wrapper, plan: OnnxPlan, info) -> int:
+    """How many outputs the graph will have. The count does not depend on the input size, so
+    a size-agnostic model is probed at a small size (a full-size forward costs as much as the
+    export's own trace); resolution-baked models, or any that refuse the small size, at theirs."""
+    import torch
+
+    sizes = [tuple(plan.input_size)]
+    d = info.size_divisor or 32
+    if not info.fixed_input_size and min(plan.input_size) > 2 * d:
+        sizes.insert(0, (2 * d, 2 * d))
+    for i, size in enumerate(sizes):
+        try:
+            with torch.no_grad():
+                return len(wrapper(torch.zeros(1, 3, *size)))
+        except Exception:  # noqa: BLE001 - the small size is an optimisation; the full size decides
+            if i == len(sizes) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def build_onnx(model, plan: OnnxPlan, *, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Export and check; returns (final ModelProto, manifest fields). Writes nothing."""
     import torch
 
     info = model.edgeseg
     wrapper = wrap_for_export(model, info.task, plan.postprocess)
-    with torch.no_grad():
-        probe = wrapper(torch.zeros(plan.batch, 3, *plan.input_size))
-    names_out = output_names(len(probe), info.task, plan.postprocess)
+    names_out = output_names(_count_outputs(wrapper, plan, info), info.task, plan.postprocess)
 
     t0 = time.perf_counter()
     try:
