@@ -24,7 +24,7 @@ def _store(db: Path | None):
     return store
 
 
-@results_app.command("import")
+@results_app.command("import", epilog="Example: edgeseg results import results.unsaved-*.json --db results.sqlite")
 def results_import(
     files: list[Path] = typer.Argument(..., help="Fallback files written by `edgeseg bench` when the database failed."),
     db: Optional[Path] = DB_OPTION,
