@@ -92,7 +92,7 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
     spec, which imports and runs that module; the file's metadata may only name a registered model."""
     from edgeseg.checkpoint.cfg_schema import validate_cfg
 
-    meta = read_deploy_metadata(raw.metadata, str(raw.path))
+    meta = read_deploy_metadata(raw.metadata, str(raw.path), user_arch=arch if _is_custom(arch) else None)
     if meta and not _is_custom(arch):
         meta_entry = get_entry(meta["arch"])  # unknown names are refused with suggestions
         if arch and meta_entry not in resolve_arch(arch):
@@ -124,7 +124,7 @@ def detect_checkpoint(raw: RawCheckpoint, arch: str | None = None, input_size: t
 
 
 def _loaded_info(raw: RawCheckpoint, det: Detection, input_size: tuple[int, int] | None) -> ModelInfo:
-    meta = read_deploy_metadata(raw.metadata, str(raw.path)) or {}
+    meta = read_deploy_metadata(raw.metadata, str(raw.path), user_arch=det.entry.name if _is_custom(det.entry.name) else None) or {}
     info = _info(det.entry, det.cfg, layout=meta.get("layout") or det.layout.name, fused=det.fused, source_path=str(raw.path), source_format=raw.format,
                  source_sha256=meta.get("source_sha256") or raw.sha256, fixed_input_size=det.input_size)
     if det.input_size:
@@ -216,7 +216,9 @@ def check_finite_weights(model) -> None:
     equivalence gate would then blame the fusion for what the checkpoint holds."""
     import torch
 
-    bad = [k for k, v in model.state_dict().items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    # meta tensors (structure-only models) hold no values to check
+    bad = [k for k, v in model.state_dict().items()
+           if torch.is_tensor(v) and v.is_floating_point() and not v.is_meta and not bool(torch.isfinite(v).all())]
     if bad:
         source = getattr(getattr(model, "edgeseg", None), "source_path", None) or "the model"
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -281,5 +283,7 @@ def save_deploy(model: Any, path: str | Path, *, overwrite: bool = False, **extr
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(sd, str(tmp), metadata=deploy_metadata(info, **extra))
-        load(tmp)  # strict reload: the file must describe itself completely
+        # strict reload: the file must describe itself completely; a user's `module:factory` model
+        # is named again by the caller (a file never chooses code to import)
+        load(tmp, arch=info.arch if _is_custom(info.arch) else None)
     return Path(path)

@@ -165,7 +165,7 @@ class ResultStore:
                     raise EdgesegError(f"results database {self.path} was written by a newer edgeseg (schema {row['value']})",
                                        "upgrade edgeseg or use another --db")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a readable edgeseg results database ({exc})",
+            raise StoreError(f"{self.path} is not an edgeseg results database, or is damaged ({exc})",
                              f"pass another --db, or recover it with `sqlite3 {self.path} .recover | sqlite3 recovered.sqlite`") from exc
         finally:
             con.close()

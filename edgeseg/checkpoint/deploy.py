@@ -49,16 +49,17 @@ def _meta_size(value: Any, key: str, source: str) -> tuple[int, int] | None:
     return tuple(value)
 
 
-def read_deploy_metadata(metadata: dict[str, str], source: str = "checkpoint") -> dict[str, Any] | None:
+def read_deploy_metadata(metadata: dict[str, str], source: str = "checkpoint", user_arch: str | None = None) -> dict[str, Any] | None:
     """edgeseg's fields of a safetensors header, validated: the file is untrusted.
 
     `edgeseg.arch` may only name a registered architecture; a `module:factory` spec is code
-    to import, which only the user may name (`--arch`), never a file.
+    to import, which only the user may name (`--arch`), never a file. The file may record the
+    spec the user passes in this call (`user_arch`): then the user, not the file, chose it.
     """
     if f"{META_PREFIX}arch" not in metadata:
         return None
     arch = metadata[f"{META_PREFIX}arch"]
-    if not isinstance(arch, str) or ":" in arch:
+    if not isinstance(arch, str) or (":" in arch and arch != user_arch):
         raise CheckpointError(
             f"{source} names code to import as its architecture ({arch!r}); edgeseg never imports code a file names",
             "if you trust that module, pass --arch module:factory yourself (arch= in Python)")

@@ -5,7 +5,7 @@ import torch
 
 import edgeseg
 from edgeseg.checkpoint.detect import detect
-from edgeseg.errors import DetectionError
+from edgeseg.errors import CheckpointError, DetectionError
 from edgeseg.testing import make_checkpoint
 
 
@@ -90,7 +90,9 @@ def test_user_model_spec_goes_through_the_pipeline(tmp_path):
     assert result.report.as_dict() == {"Conv2d+BatchNorm2d": 1}
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     edgeseg.save_deploy(fused, tmp_path / "c.safetensors")
-    again = edgeseg.load(tmp_path / "c.safetensors")
+    with pytest.raises(CheckpointError, match="names code to import"):  # the file may not choose code to run
+        edgeseg.load(tmp_path / "c.safetensors")
+    again = edgeseg.load(tmp_path / "c.safetensors", arch=spec)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(again(x), ref(x), rtol=1e-5, atol=1e-5)
