@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from edgeseg import __version__
 from edgeseg.api import load, reparameterize
@@ -291,7 +291,7 @@ def device_list(device: str | Sequence[str] | None) -> list[str | None]:
 
 
 def export_many(ckpt: str | Path | None, out: str | Path | None = None, *, device: str | Sequence[str] | None = None,
-                progress: Callable[[str], None] = lambda msg: None, model=None, arch: str | None = None,
+                progress=None, model=None, arch: str | None = None,
                 input_size: tuple[int, int] | None = None, **options: Any) -> dict[str, Any] | list[dict[str, Any]]:
     """`export_checkpoint` for one device (returns its summary) or several (loads the checkpoint
     once, exports each, returns a list of summaries; a failure on one device is recorded as
@@ -305,12 +305,13 @@ def export_many(ckpt: str | Path | None, out: str | Path | None = None, *, devic
                            "drop -o: names are <stem>.<device>.<precision>.<ext>")
     for name in devices:
         get_profile(name)  # an unknown name fails before any export
+    steps = as_steps(progress)
     if model is None:
-        progress(f"loading {ckpt}")
-        model = load(Path(ckpt), arch, input_size=input_size)
+        with steps.step(f"loading {ckpt}"):
+            model = load(Path(ckpt), arch, input_size=input_size)
     summaries = []
     for name in devices:
-        progress(f"exporting for {name}")
+        steps.note(f"exporting for {name}")
         try:
             summaries.append(export_checkpoint(ckpt, None, device=name, progress=progress, model=model, input_size=input_size, **options))
         except EdgesegError as exc:
