@@ -151,11 +151,12 @@ def test_not_confused_with_segformer(tmp_path, hf_ckpt):
     with pytest.raises(DetectionError):
         detect(sd, arch="segformer_b2")
     entry = get_entry("segformer_b2")
-    with torch.device("meta"):
-        shapes = entry.build().state_dict()
-    canonical = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in shapes.items()}  # only shapes matter
-    cfg = dict(entry.default_cfg)
     for layout in entry.layouts:  # each published SegFormer layout: detected as SegFormer only
+        # a layout with its own numerics or head (mmsegmentation's) is built with them
+        cfg = {**entry.default_cfg, **layout.cfg_overrides}
+        with torch.device("meta"):
+            shapes = entry.build(**layout.cfg_overrides).state_dict()
+        canonical = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in shapes.items()}  # only shapes matter
         config = layout.hf_config(entry, cfg) if layout.container == "hf" else None
         sd = layout.from_canonical(canonical)
         assert detect(sd, hf_config=config).entry.name == "segformer_b2"
