@@ -46,8 +46,10 @@ def meta_tensors(model) -> Iterator[str]:
 
 
 def _with_model_dtypes(expected: Mapping[str, Any], state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    # assign=True would keep a checkpoint's dtype (fp16 weights); copying into the module converts
-    return {k: (v.to(expected[k].dtype) if k in expected and v.dtype != expected[k].dtype and v.is_floating_point() else v)
+    # assign=True would keep a checkpoint's dtype (fp16 weights) and its storage (a view into the
+    # read file's buffer, possibly unaligned, which changes which CPU kernels run and so the last
+    # bits of the outputs): the module gets its own copy in its own dtype, as load_state_dict makes
+    return {k: (v.to(expected[k].dtype) if k in expected and v.dtype != expected[k].dtype and v.is_floating_point() else v.clone())
             for k, v in state_dict.items()}
 
 
