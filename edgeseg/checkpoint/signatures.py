@@ -14,11 +14,12 @@ code may import anything) are kept in memory only.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from edgeseg.hashing import hasher
 
 CACHE_VERSION = 1
 _DISABLE_ENV = "EDGESEG_NO_SIGNATURE_CACHE"
@@ -33,7 +34,7 @@ def code_fingerprint() -> str:
 
     from edgeseg import __version__
 
-    h = hashlib.sha256(f"v{CACHE_VERSION}|edgeseg {__version__}|torch {torch.__version__}".encode())
+    h = hasher(f"v{CACHE_VERSION}|edgeseg {__version__}|torch {torch.__version__}".encode())
     for pkg in ("edgeseg.models", "edgeseg.reparam", "edgeseg.checkpoint"):
         for root in importlib.import_module(pkg).__path__:
             for path in sorted(Path(root).rglob("*.py")):
@@ -61,7 +62,7 @@ def cached(key: dict[str, Any], compute: Callable[[], dict[str, Any]], *, persis
     if not persist or os.environ.get(_DISABLE_ENV):
         return compute()
     text = json.dumps(key, sort_keys=True)
-    path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+    path = cache_dir() / f"{hasher(text.encode()).hexdigest()[:32]}.json"
     try:
         data = json.loads(path.read_text())
         if data.get("key") == json.loads(text) and _valid(data):

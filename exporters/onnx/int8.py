@@ -143,15 +143,10 @@ def _session(path, threads: int = 1):
 
 
 def _profiled_session(path):
-    """A 1-thread session with ORT's profiler on (the shared session helper has no profiling)."""
-    import onnxruntime as ort
+    """A 1-thread session with ORT's profiler on."""
+    from edgeseg.exporters.onnx.runner import ort_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(Path(path).with_suffix("")) + ".profile"
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort_session(str(path), threads=1, profile_prefix=str(Path(path).with_suffix("")) + ".profile")
 
 
 def interleaved_ms(paths: list[Path], x: np.ndarray, iterations: int, threads: int = 1) -> list[float]:

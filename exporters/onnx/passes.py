@@ -39,17 +39,13 @@ def _op_name(node) -> str:
 def ort_optimized_graph(model, threads: int = 1):
     """The graph ONNX Runtime (CPU, all optimizations) actually executes for `model`."""
     import onnx
-    import onnxruntime as ort
+
+    from edgeseg.exporters.onnx.runner import ort_session  # lazy: loads onnxruntime
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-ortopt-") as d:
         path = os.path.join(d, "optimized.onnx")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4  # ORT warns that an ENABLE_ALL graph is machine-specific: we only read it
-        opts.intra_op_num_threads = threads
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.optimized_model_filepath = path
-        src = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-        ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+        # log level 4: ORT warns that an ENABLE_ALL graph is machine-specific; we only read it
+        ort_session(model, threads=threads, optimization="all", log_level=4, optimized_model_filepath=path)
         return onnx.load(path)
 
 

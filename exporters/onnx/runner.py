@@ -24,7 +24,7 @@ OPTIMIZATION = ("none", "basic", "extended", "all")
 
 
 def ort_session(model_or_path: Any, *, threads: int | None = None, optimization: str = "all", providers: list[str] | None = None,
-                log_level: int = 4):
+                log_level: int = 4, optimized_model_filepath: str | None = None, profile_prefix: str | None = None):
     """An `onnxruntime.InferenceSession` for a path, serialized bytes or an onnx.ModelProto.
 
     log_level 4: load and run errors are raised with their message; ORT's own log would repeat them.
@@ -40,6 +40,11 @@ def ort_session(model_or_path: Any, *, threads: int | None = None, optimization:
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if optimized_model_filepath:  # ask ORT to write the graph it will execute (graph passes judge by it)
+        opts.optimized_model_filepath = optimized_model_filepath
+    if profile_prefix:  # per-op timings (int8 op selection)
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     if hasattr(model_or_path, "SerializeToString"):
         src = model_or_path.SerializeToString()
     else:
