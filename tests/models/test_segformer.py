@@ -89,7 +89,7 @@ def test_registered_variants():
         e = get_entry(f"segformer_{v}")
         assert (e.family, e.task, e.input_size, e.size_divisor, e.labels) == ("segformer", "segmentation", (512, 512), 32, "ade20k")
         assert e.large == (v not in FAST)
-        assert [l.name for l in e.layouts] == ["mmseg", "huggingface"]
+        assert [l.name for l in e.layouts] == ["mmseg", "huggingface", "mmseg1"]
         assert (e.canonical_layout.container, e.layouts[1].container) == ("mmseg", "hf")
 
 
@@ -258,11 +258,11 @@ def test_detection_is_unambiguous(variant):
 
 def test_layouts_reject_foreign_keys_fast():
     entry = get_entry("segformer_b0")
-    mm, hf = entry.layouts
+    mm, hf, mm1 = entry.layouts
     with torch.device("meta"):
         canonical = edgeseg.create("segformer_b0").state_dict()
     foreign = {f"stage{i}.{j}.rbr_conv.0.conv.weight": torch.zeros(1) for i in range(200) for j in range(50)}
-    for layout, sd in ((mm, foreign), (hf, foreign), (hf, canonical), (mm, hf.from_canonical(canonical))):
+    for layout, sd in ((mm, foreign), (hf, foreign), (mm1, foreign), (hf, canonical), (mm, hf.from_canonical(canonical))):
         t = time.perf_counter()
         with pytest.raises(LayoutMismatch):
             layout.to_canonical(sd)
