@@ -75,9 +75,10 @@ def preflight(target: str, precision: str, postprocess: str, options: dict[str, 
 
     if postprocess not in POSTPROCESS:
         raise EdgesegError(f"unknown --postprocess {postprocess!r}", f"choose one of: {', '.join(POSTPROCESS)}")
-    if precision == "int8" and target != "tensorrt":
-        raise EdgesegError(f"--precision int8 is built by TensorRT only, not --target {target}",
-                           "use --target tensorrt --calib-images DIR, or fp16/fp32")
+    record = get_target(target)  # what each runtime builds is its registration record's to say
+    if precision not in record.precisions:
+        raise EdgesegError(f"--precision {precision} is not built for --target {record.name}",
+                           f"choose one of: {', '.join(record.precisions)}")
     labels = options.get("labels")
     if isinstance(labels, (str, os.PathLike)) and not Path(labels).is_file():
         raise EdgesegError(f"labels file {labels} does not exist", "pass a text file with one class name per line")

@@ -59,8 +59,8 @@ def test_refusals_that_need_no_model_come_before_loading(ckpt, tmp_path, capsys)
     assert code == 1 and "unknown --postprocess 'argmx'" in err
     code, _, err = run(["export", str(garbage), "--target", "engine"], capsys)
     assert code == 1 and "TensorRT is not installed here" in err and '.[trt]' in err
-    code, _, err = run(["export", str(garbage), "--precision", "int8"], capsys)
-    assert code == 1 and "int8 is built by TensorRT only" in err
+    code, _, err = run(["export", str(garbage), "--target", "coreml", "--precision", "int8"], capsys)
+    assert code == 1 and "--precision int8 is not built for --target coreml" in err
     existing = tmp_path / "taken.onnx"
     existing.write_text("keep me")
     code, _, err = run(["export", str(garbage), "-o", str(existing)], capsys)
