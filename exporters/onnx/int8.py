@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+from edgeseg.progress import as_steps
 
 QUANT_OP_TYPES = ("Conv", "MatMul", "Gemm")  # ops whose int8 kernels beat fp32 in ORT's CPU provider
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -56,7 +57,7 @@ class Int8Options:
         images = options.get("calib_images")
         return cls(calib_images=str(images) if images else None, calib_samples=samples, calib_method=method,
                    force=bool(options.get("int8_force")), formats=PROFILE_FORMATS.get(profile_name or "", ("QDQ", "QOperator")),
-                   progress=options.get("progress") or (lambda msg: None))
+                   progress=as_steps(options.get("progress")).note)  # the CLI passes Steps, Python callers a callable or nothing
 
 
 def calibration_batches(size, mean, std, channel_order: str, images_dir: str | None, samples: int) -> tuple[list[np.ndarray], list[str]]:
