@@ -154,7 +154,16 @@ def test_cached_signatures_equal_fresh_ones_and_bad_files_are_recomputed(ckpt, m
     monkeypatch.delenv("EDGESEG_NO_SIGNATURE_CACHE")
 
     # a malformed file is recomputed; a well-formed wrong one is only data: the model is
-    # still built from code and loaded strictly, so it can make detection miss, never mis-load
+    # still built from code and loaded strictly, so it can make detection miss, never mis-load.
+    # The poisoned signature also lands in the in-process memo, so forget it afterwards or every
+    # later test in this process fails to detect a fused MobileOne-S0.
+    try:
+        _poison_and_check(det, files, entry, cfg, model, ckpt)
+    finally:
+        det._signature.cache_clear()
+
+
+def _poison_and_check(det, files, entry, cfg, model, ckpt):
     for f in files:
         data = json.loads(f.read_text())
         data["shapes"] = {"bogus": [1]} if data["key"]["fused"] else "not a dict"

@@ -106,10 +106,6 @@ def test_timm_mobileone_against_timm_itself(mobileone_s0):
         assert _rel(fused(x), _timm_forward_or_skip("mobileone_s0", timm_fused, x, 17)) < FP32_REL
 
 
-# KNOWN FAILURE, kept out of the default set until fixed: in a fresh clone's full run the fused timm
-# layout (`stem.reparam_conv.*`, 88 keys) is not detected, while the test passes alone; suspected
-# order dependence through the detection signature cache. Run with -m slow to reproduce.
-@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["s0", "s1", "s2", "s3", "s4"])
 def test_every_timm_mobileone_variant_is_detected_unfused_and_fused(variant):
     name = f"mobileone_{variant}"
