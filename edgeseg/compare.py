@@ -199,10 +199,16 @@ def mask_agreement(ref_mask: np.ndarray, cand_mask: np.ndarray) -> tuple[float, 
     return agreement, miou
 
 
-def topk_agreement(ref: np.ndarray, cand: np.ndarray, k: int = 5) -> tuple[float, float]:
-    """(top-1 agreement, mean overlap of the top-k sets) over the samples (rows)."""
+def topk_agreement(ref: np.ndarray, cand: np.ndarray, k: int = 5, tie_margin: float = 0.0) -> tuple[float, float]:
+    """(top-1 agreement, mean overlap of the top-k sets) over the samples (rows).
+
+    A sample whose candidate top-1 class scores, in the reference, within `tie_margin` of the
+    reference's best agrees: when the tolerance lets every logit move by that much, the reference
+    itself does not decide between those classes (int8 on one noise input: top-1 of near-tied
+    logits flips between two correct int8 kernels, x86 vs Arm)."""
     k = min(k, ref.shape[1])
-    top1 = float(np.mean(ref.argmax(1) == cand.argmax(1)))
+    picked = np.take_along_axis(ref, cand.argmax(1)[:, None], axis=1)[:, 0]
+    top1 = float(np.mean((ref.argmax(1) == cand.argmax(1)) | (picked >= ref.max(1) - tie_margin)))
     rk = np.argsort(-ref, axis=1, kind="stable")[:, :k]
     ck = np.argsort(-cand, axis=1, kind="stable")[:, :k]
     overlap = [len(set(a) & set(b)) / k for a, b in zip(rk, ck)]
@@ -246,7 +252,7 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, task: str, tol: T
                             needed=max(0.0, max_abs - tol.atol) / scale, tolerance="rtol"))
     out.checks.append(_ge("cosine", cos, tol.min_cosine, "min_cosine"))
     if kind == "classification":
-        t1, t5 = topk_agreement(ref.astype(np.float64), cand.astype(np.float64))
+        t1, t5 = topk_agreement(ref.astype(np.float64), cand.astype(np.float64), tie_margin=allowed)
         out.metrics.update(top1_agreement=t1, top5_agreement=t5)
         out.checks += [_ge("top1_agreement", t1, tol.min_top1, "min_top1"), _ge("top5_agreement", t5, tol.min_top5, "min_top5")]
     elif kind == "segmentation":

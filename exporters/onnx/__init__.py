@@ -13,7 +13,7 @@ TARGET = register_target(Target(
     options=(CliOption("fp16_keep_fp32_ops", "--keep-fp32", str, "fp16: ONNX op types to compute in fp32, e.g. Softmax,ReduceMean.",
                        split=True),
              CliOption("calib_samples", "--calib-samples", int, "ONNX int8: calibration samples (default 8; --calib-images or the bundled images).", min=1),
-             CliOption("calib_method", "--calib-method", str, "ONNX int8: calibration method: minmax (default), entropy or percentile."),
+             CliOption("calib_method", "--calib-method", str, "ONNX int8: calibration method: percentile (99.999%, default), minmax or entropy."),
              CliOption("int8_force", "--force", bool, "ONNX int8: write the artifact even if it measures slower than fp32 here.", default=False)),
     description="ONNX graph for ONNX Runtime and other ONNX consumers",
 ))

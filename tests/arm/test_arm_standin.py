@@ -107,16 +107,18 @@ def test_segmenter_on_aarch64(arm_device, arm_build, arm_findings, tmp_path, cap
 
 
 def test_int8_artifact_on_aarch64(arm_device, arm_build, arm_findings, tmp_path, capsys):
-    """ARM's int8 kernels are not x86's: the int8 thresholds must hold on aarch64 too."""
-    ckpt = tmp_path / "mobileone_s0.pth"
-    make_checkpoint("mobileone_s0", ckpt, seed=SEED)
-    onnx = tmp_path / "mobileone_s0.int8.onnx"
-    code, out, err = run_cli(["export", str(ckpt), "--target", "onnx", "--precision", "int8", "-o", str(onnx),
-                              "--input-size", "32x32", "--seed", "1"], capsys)
-    if code != 0:
-        pytest.skip(f"`edgeseg export --target onnx --precision int8` does not work here: {err.strip().splitlines()[-1:]}")
+    """ARM's int8 kernels are not x86's: the int8 thresholds must hold on aarch64 too. FastViT-T8,
+    whose int8 export passes the int8 parity gate on x86 (MobileOne's reparameterized convs do not
+    with synthetic weights: see test_onnx_int8), exported for the Pi's profile (QDQ, 8-bit
+    weights); --force because the host's int8 speed at 64x64 says nothing about the board."""
+    ckpt = tmp_path / "fastvit_t8.pth"
+    make_checkpoint("fastvit_t8", ckpt, seed=SEED)
+    onnx = tmp_path / "fastvit_t8.int8.onnx"
+    code, out, err = run_cli(["export", str(ckpt), "-d", "raspberry-pi-4", "--precision", "int8", "-o", str(onnx),
+                              "--input-size", "64x64", "--seed", "1", "--calib-samples", "4", "--force"], capsys)
+    assert code == 0, err
     manifest = json.loads(Path(str(onnx) + ".manifest.json").read_text())
-    assert manifest["precision"] == "int8"
+    assert manifest["precision"] == "int8" and manifest["int8"]["format"] == "QDQ" and manifest["int8"]["reduce_range"] is False
     before = _debris(arm_device)
     code, data, err = _bench(capsys, arm_device, onnx, "raspberry-pi-4", "--no-store")
     assert code == 0, err
@@ -124,7 +126,7 @@ def test_int8_artifact_on_aarch64(arm_device, arm_build, arm_findings, tmp_path,
     _check_device_run(r, arm_build, "int8")
     assert r["parity"]["reference"] == "onnxruntime (same ONNX, host)"
     host_parity = manifest.get("parity") or {}
-    arm_findings.append(f"mobileone_s0 int8 32x32: aarch64 vs x86 onnxruntime max err/scale {_max_err(r['parity'])}; "
+    arm_findings.append(f"fastvit_t8 int8 64x64: aarch64 vs x86 onnxruntime max err/scale {_max_err(r['parity'])}; "
                         f"x86 int8 vs PyTorch at export: {json.dumps(host_parity)[:160]}")
     assert _no_new_debris(arm_device, before)
 
