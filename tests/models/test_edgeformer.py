@@ -19,6 +19,10 @@ from edgeseg.synthetic import randomize_weights_
 from edgeseg.testing import make_checkpoint
 
 FP32_REL = 1e-5  # fused vs unfused (and vs the reference formula), fp32, relative to max |reference|
+# whole models: the synthetic segmentation weights give logits of scale ~3e4, and folding convs
+# reorders fp32 sums; a fresh random input measured up to 4.4e-5 (seed 1870430210), so whole
+# models are held to the equivalence gate's own 1e-4
+FP32_MODEL_REL = 1e-4
 SEG = "edgeformer_s_deeplabv3"
 
 
@@ -203,7 +207,7 @@ def test_reparam_is_equivalent_at_two_sizes_and_refuses_others(cls_ckpt, baked_2
     second = edgeseg.reparameterize(model, input_size=(128, 192), verify=False)[0]  # baked separately, non-square
     for size, fused in (((256, 256), baked_256), ((128, 192), second)):
         rep = check_equivalence(model, fused, [size], batch=1)
-        assert rep.passed and rep.max_rel < FP32_REL, rep.as_dict()
+        assert rep.passed and rep.max_rel < FP32_MODEL_REL, rep.as_dict()
         assert fused.baked_input_size == size and fused.edgeseg.fixed_input_size == size and fused.edgeseg.fused
         with pytest.raises(EdgesegError, match=f"baked for {size[0]}x{size[1]}"):
             fused(torch.rand(1, 3, size[0] + 32, size[1]))
@@ -245,7 +249,7 @@ def test_segmentation_checkpoint_reparam_and_detection(tmp_path):
     for size in ((256, 256), (128, 192)):
         fused = edgeseg.reparameterize(model, input_size=size, verify=False)[0]
         rep = check_equivalence(model, fused, [size], batch=1)
-        assert rep.passed and rep.max_rel < FP32_REL, rep.as_dict()
+        assert rep.passed and rep.max_rel < FP32_MODEL_REL, rep.as_dict()
         with pytest.raises(EdgesegError, match=f"baked for {size[0]}x{size[1]}"):
             fused(torch.rand(1, 3, 320, 320))
     det = detect(fused.state_dict())
