@@ -48,12 +48,13 @@ QUANT_OP_TYPES = ("Conv", "MatMul", "Gemm")  # the compute ops; END_TO_END (None
 END_TO_END = None
 CALIB_METHODS = ("percentile", "minmax", "entropy")  # percentile (99.999%) first: clips rare outliers that minmax keeps
 DEFAULT_SAMPLES = 8
-# The selection keeps a graph whose cosine to fp32 on the calibration images meets the int8 parity
-# threshold: the issue's rule is that the int8 parity thresholds decide, and the gate against
-# PyTorch on fresh images runs after (exit 3, nothing written, when it fails).
+# One accuracy rule, the int8 parity threshold: the selection keeps a graph whose cosine to fp32
+# on the calibration images meets it, and the gate against PyTorch on fresh images runs after
+# (exit 3, nothing written, when it fails). A stricter selection bar refused graphs parity passes.
 MIN_COSINE = default_tolerances("int8").min_cosine
-# ORT's guidance for Arm: QDQ (its Arm kernels are written against the QDQ-fused graph). The host is measured.
-PROFILE_FORMATS = {"raspberry-pi-4": ("QDQ",), "raspberry-pi-5": ("QDQ",), "rk3588": ("QDQ",), "snapdragon-865": ("QDQ",)}
+# Arm profiles: QDQ (ORT's guidance: its Arm kernels are written against the QDQ-fused graph) and
+# 8-bit weights (no u8s8 saturation there). The host's format is measured.
+ARM_PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "rk3588", "snapdragon-865")
 
 
 @dataclass
@@ -77,12 +78,12 @@ class Int8Options:
             raise EdgesegError(f"--calib-samples {samples} is too small", "use 1 or more")
         images = options.get("calib_images")
         return cls(calib_images=str(images) if images else None, calib_samples=samples, calib_method=method,
-                   force=bool(options.get("int8_force")), formats=PROFILE_FORMATS.get(profile_name or "", ("QDQ", "QOperator")),
-                   reduce_range=False if profile_name in PROFILE_FORMATS else None,  # Arm kernels do not saturate
+                   force=bool(options.get("int8_force")), formats=("QDQ",) if profile_name in ARM_PROFILES else ("QDQ", "QOperator"),
+                   reduce_range=False if profile_name in ARM_PROFILES else None,
                    progress=as_steps(options.get("progress")).note)  # the CLI passes Steps, Python callers a callable or nothing
 
 
-def host_u8s8_saturates() -> bool:
+def host_u8s8_saturates(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True on x86 CPUs without VNNI, where ORT's u8s8 GEMM uses vpmaddubsw (int16 sums that
     saturate); 7-bit weights avoid it. Unknown CPUs keep 8 bits."""
     import platform
@@ -90,7 +91,7 @@ def host_u8s8_saturates() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
     except OSError:
         return False
     return bool(flags) and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags.split())
@@ -268,9 +269,11 @@ class Candidate:
     ms: float | None = None
     cosine: float | None = None
 
+    def op_types_record(self) -> str | list[str]:
+        return "all ORT quantizes" if self.op_types is END_TO_END else list(self.op_types)
+
     def as_dict(self, fp32_ms: float) -> dict[str, Any]:
-        return {"label": self.label, "format": self.fmt, "kept_float": len(self.exclude),
-                "op_types": "all ORT quantizes" if self.op_types is END_TO_END else list(self.op_types),
+        return {"label": self.label, "format": self.fmt, "kept_float": len(self.exclude), "op_types": self.op_types_record(),
                 "ms": None if self.ms is None else round(self.ms, 2), "speedup": None if not self.ms else round(fp32_ms / self.ms, 3),
                 "min_cosine": None if self.cosine is None else round(self.cosine, 5)}
 
@@ -376,7 +379,7 @@ def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
             "gelu": {"count": gelus, "as": "com.microsoft.FastGelu (tanh approximation, max |diff| 4.7e-4)"} if gelus else None,
             "activation_type": "uint8 (asymmetric)",
             "weight_type": "int8 (symmetric)",
-            "quantized_op_types": "all ORT quantizes" if chosen.op_types is END_TO_END else list(chosen.op_types),
+            "quantized_op_types": chosen.op_types_record(),
             "calibration": {"method": opts.calib_method, "samples": len(batches), "images": image_names,
                             "source": opts.calib_images or "bundled", "channel_order": channel_order},
             "selection": chosen.label,

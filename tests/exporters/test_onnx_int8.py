@@ -192,17 +192,11 @@ def test_reduce_range_follows_the_cpu(monkeypatch, tmp_path):
     import platform
 
     cpuinfo = tmp_path / "cpuinfo"
-    real_path = onnx_int8.Path
-
-    def fake_path(p, *a):
-        return real_path(cpuinfo) if str(p) == "/proc/cpuinfo" else real_path(p, *a)
-
-    monkeypatch.setattr(onnx_int8, "Path", fake_path)
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     cpuinfo.write_text("processor: 0\nflags\t\t: fpu sse avx2 fma\n")
-    assert onnx_int8.host_u8s8_saturates() is True
+    assert onnx_int8.host_u8s8_saturates(cpuinfo) is True
     cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
-    assert onnx_int8.host_u8s8_saturates() is False
+    assert onnx_int8.host_u8s8_saturates(cpuinfo) is False
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    assert onnx_int8.host_u8s8_saturates() is False
+    assert onnx_int8.host_u8s8_saturates(cpuinfo) is False
     assert Int8Options.from_request({}, "raspberry-pi-4").reduce_range is False  # Arm kernels do not saturate
