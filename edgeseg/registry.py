@@ -54,14 +54,12 @@ _REGISTRY: dict[str, ModelEntry] = {}
 # Every module that registers models, listed explicitly (nothing is discovered from files or
 # entry points): one per family, plus the segmentation variants that live in their own module.
 FAMILY_MODULES = (
-    "edgeseg.models.fastvit",
-    "edgeseg.models.fastvit_seg",
-    "edgeseg.models.mobileone",
-    "edgeseg.models.segformer",
-    "edgeseg.models.topformer",
-    "edgeseg.models.edgeformer",
-    "edgeseg.models.edgeformer_seg",
-    "edgeseg.models.boostformer",
+    "edgeseg.models.fastvit_entries",
+    "edgeseg.models.mobileone_entries",
+    "edgeseg.models.segformer_entries",
+    "edgeseg.models.topformer_entries",
+    "edgeseg.models.edgeformer_entries",
+    "edgeseg.models.boostformer_entries",
 )
 _populated = False
 

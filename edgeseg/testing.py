@@ -23,6 +23,24 @@ def make_checkpoint(name: str, path: str | Path, *, layout: str | None = None, s
     return model
 
 
+def convert_shape_only(layout, published: dict, infer_cfg=None) -> tuple[dict, dict]:
+    """`layout.to_canonical` of a published state dict and of its shape-only copy (the
+    TensorMeta values `edgeseg info` reads): asserts the same keys in the same order with the
+    same shapes and dtypes, and the same `infer_cfg` result; returns (from tensors, from shapes)."""
+    from edgeseg.checkpoint.tensor_meta import TensorMeta, is_meta
+
+    def shapes(sd: dict) -> dict:
+        return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()}
+
+    real = layout.to_canonical(dict(published))
+    meta = layout.to_canonical({k: TensorMeta.like(v) for k, v in published.items()})
+    assert list(meta) == list(real) and shapes(meta) == shapes(real)
+    assert all(is_meta(v) for v in meta.values())
+    if infer_cfg is not None:
+        assert infer_cfg(meta) == infer_cfg(real)
+    return real, meta
+
+
 def assert_reparam_equivalent(model, sizes=None, tolerance: float = 1e-4):
     """Fuse a copy of `model`, check it matches on fresh random inputs, return (fused, report)."""
     fused, result = reparameterize(model, verify=False)

@@ -15,7 +15,8 @@ Architecture (module names of the final release, boostcampaitech4lv23cv3/final-p
   summed, BN, ReLU, dropout, 1x1 classifier. `linear_fuse` exists in the checkpoints but never runs.
 LayerNorms use torch's default eps (transformers' modeling code does not read
 config.layer_norm_eps). The forward returns logits at 1/4 resolution, as the original does.
-Checkpoint layouts and the published configuration: `boostformer_layouts.py`.
+Checkpoint layouts and the published configuration: `boostformer_layouts.py`; the registry entry
+(torch-free): `boostformer_entries.py`.
 
 Deploy (`edgeseg.reparameterize`): Mix-CFN BNs fold into the convs around them, the BN in front
 of each stage 1-2 Mix-CFN and layer_scale_2 into its 1x1 convs, the head's scalars and BN into
@@ -34,11 +35,10 @@ from torch import nn
 
 from edgeseg.errors import EdgesegError
 from edgeseg.models.boostformer_deploy import propagate_block_norms
-from edgeseg.models.boostformer_layouts import (DECODER_DIM, DEPTHS, DIMS, HEADS, HIDDEN_ACTS, LAYOUTS, MLP_RATIO, PATCH_SIZES,
-                                                POOL_STAGES, STRIDES, infer_cfg)
+from edgeseg.models.boostformer_layouts import (DECODER_DIM, DEPTHS, DIMS, HEADS, HIDDEN_ACTS, MLP_RATIO, PATCH_SIZES, POOL_STAGES,
+                                                STRIDES)
 from edgeseg.models.layers.norm_fold import fold_bn_into_following
 from edgeseg.models.layers.static_pool import StaticAvgPool2d
-from edgeseg.registry import register_model
 from edgeseg.reparam.fusion import bn_scale_shift, conv_like, fuse_conv_bn
 
 KV_POOL = 7
@@ -482,11 +482,3 @@ def executed_param_count(model: nn.Module) -> int:
         if next(m.children(), None) is None and m is not unused:
             total += sum(p.numel() for p in m.parameters(recurse=False))
     return total
-
-
-@register_model("boostformer", family="boostformer", task="segmentation", input_size=(512, 512), layouts=LAYOUTS,
-                infer_cfg=infer_cfg, labels="ade20k", size_divisor=32, alt_input_size=(480, 544),
-                default_cfg={"num_classes": 150},
-                description="BoostFormer (boostcamp SegFormer-B2 derivative, ADE20K, 512; logits at 1/4)")
-def boostformer(num_classes: int = 150, hidden_act: str = "gelu", keep_block_norms: Sequence[str] = ()) -> BoostFormer:
-    return BoostFormer(num_classes=num_classes, hidden_act=hidden_act, keep_block_norms=keep_block_norms)

@@ -6,31 +6,22 @@ the `residual.*` duplicate of `layer_5.0.*` that the original saves because its 
 keeps the last stage's MobileNetV2 block as `self.residual`.
 
 Inputs as the original feeds them: BGR (OpenCV) in [0, 1], no mean/std normalization.
+Registered, without torch, in edgeformer_entries.py (layouts in edgeformer_layouts.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import torch
 from torch import nn
 
-from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
 from edgeseg.errors import EdgesegError
+from edgeseg.models.edgeformer_layouts import (CVNETS, NO_NORMALIZATION, VARIANTS, deploy_size_from_kernels,  # noqa: F401 (re-exported)
+                                               with_residual_alias)
 from edgeseg.models.layers.edgeformer_blocks import ConvLayer, GCCFrame, InvertedResidual
-from edgeseg.registry import register_model
 
-# (cf_s_channels, ffn_channels, gcc_blocks) of layers 3-5, and the fusion of outer_frame_v1,
-# from cvnets/models/classification/config/edgeformer.py and config/classification/edgeformer/*.yaml.
-VARIANTS = {
-    "s": (((192, 384, 2), (256, 512, 4), (320, 640, 3)), "concat"),
-    "xs": (((96, 192, 2), (128, 256, 3), (160, 320, 2)), "add"),
-}
 STAGE_OUT = (96, 128, 160)
 META_KERNEL = (32, 16, 8)
-NO_NORMALIZATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 BAKE_DIVISOR = 32
-_PROBE = "layer_3.1.spatial_global_rep.0"
 
 
 class GlobalPool(nn.Module):
@@ -144,52 +135,3 @@ class EdgeFormer(BakedInputSize, nn.Module):
         if self.classifier is None:
             return x
         return self.classifier(self.conv_1x1_exp(x))
-
-
-def with_residual_alias(sd: dict, prefix: str = "") -> dict:
-    """Add `residual.*` from `layer_5.0.*` if a re-saved checkpoint dropped the duplicate."""
-    out = dict(sd)
-    alias, source = f"{prefix}residual.", f"{prefix}layer_5.0."
-    if not any(k.startswith(alias) for k in out):
-        out.update({alias + k[len(source):]: v for k, v in sd.items() if k.startswith(source)})
-    return out
-
-
-def _cvnets_to_canonical(sd: dict) -> dict:
-    if not all(k in sd for k in ("conv_1.block.conv.weight", "classifier.fc.weight", "layer_3.1.local_global_fusion.block.conv.weight")):
-        raise LayoutMismatch("not an EdgeFormer (ml-cvnets) classification state dict")
-    return with_residual_alias(sd)
-
-
-CVNETS = KeyLayout("cvnets", "hkzhang91/EdgeFormer (ml-cvnets v0.1): plain state dict, conv_1.block.conv / layer_{n} / classifier.fc",
-                   to_canonical=_cvnets_to_canonical, container="plain")
-
-
-def _infer_cfg(sd: Mapping[str, Any]) -> dict:
-    return {"num_classes": int(sd["classifier.fc.weight"].shape[0])}
-
-
-def deploy_size_from_kernels(sd: Mapping[str, Any], prefix: str = "") -> tuple[int, int] | None:
-    """Input size of a baked checkpoint: layer 3 runs at 1/8 and its first GCC block holds a
-    kernel as long as each axis there. None for anything else (detection calls this on every
-    candidate state dict)."""
-    kh, kw = sd.get(f"{prefix}{_PROBE}.gcc_1_H.weight"), sd.get(f"{prefix}{_PROBE}.gcc_1_W.weight")
-    if kh is None or kw is None or len(getattr(kh, "shape", ())) != 4 or len(getattr(kw, "shape", ())) != 4:
-        return None
-    return int(kh.shape[2]) * 8, int(kw.shape[3]) * 8
-
-
-def _register(variant: str) -> None:
-    mean, std = NO_NORMALIZATION
-
-    @register_model(f"edgeformer_{variant}", family="edgeformer", task="classification", input_size=(256, 256), layouts=(CVNETS,),
-                    infer_cfg=_infer_cfg, labels="imagenet", mean=mean, std=std, channel_order="bgr", alt_input_size=(224, 288),
-                    description=f"EdgeFormer-{variant.upper()} / ParC-Net (ImageNet, 256, BGR in [0, 1])")
-    def factory(num_classes: int = 1000, **kw):
-        return EdgeFormer(variant, num_classes=num_classes, **kw)
-
-    factory.infer_deploy_input_size = deploy_size_from_kernels
-
-
-for _v in VARIANTS:
-    _register(_v)

@@ -4,20 +4,19 @@ head), Pascal VOC.
 As in the original: the encoder runs at output stride 16 (layer 5 not strided) with Swish,
 the head uses ReLU, and the head ends with x16 bilinear upsampling (align_corners=False), so
 forward returns logits at the input size. Keys `encoder.*` (with the `residual` duplicate)
-and `seg_head.{aspp.aspp_layer, classifier.classifier}.*`.
+and `seg_head.{aspp.aspp_layer, classifier.classifier}.*`. Registered, without torch, in edgeformer_entries.py.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
-from edgeseg.models.edgeformer import NO_NORMALIZATION, BakedInputSize, EdgeFormer, deploy_size_from_kernels, with_residual_alias
+from edgeseg.models.edgeformer import BakedInputSize, EdgeFormer
+from edgeseg.models.edgeformer_layouts import CVNETS_SEG  # noqa: F401 (re-exported)
 from edgeseg.models.layers.edgeformer_blocks import ConvLayer
-from edgeseg.registry import register_model
 
 
 class ASPPPooling(nn.Module):
@@ -81,39 +80,3 @@ class EdgeFormerDeepLabV3(BakedInputSize, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_size(x)
         return self.seg_head(self.encoder.forward_features(x))
-
-
-_SEG_PROBES = ("encoder.conv_1.block.conv.weight", "encoder.layer_3.1.local_global_fusion.block.conv.weight",
-               "seg_head.aspp.aspp_layer.project.block.conv.weight")
-_SEG_CLASSIFIER = "seg_head.classifier.classifier.block.conv.weight"
-
-
-def _cvnets_seg_to_canonical(sd: dict) -> dict:
-    if not all(k in sd for k in _SEG_PROBES + (_SEG_CLASSIFIER,)):
-        raise LayoutMismatch("not an EdgeFormer DeepLabV3 (ml-cvnets) state dict")
-    return with_residual_alias(sd, prefix="encoder.")
-
-
-CVNETS_SEG = KeyLayout("cvnets", "hkzhang91/EdgeFormer (ml-cvnets v0.1) encoder_decoder: plain state dict, encoder.* / seg_head.*",
-                       to_canonical=_cvnets_seg_to_canonical, container="plain")
-
-
-def _infer_cfg(sd: Mapping[str, Any]) -> dict:
-    return {"num_classes": int(sd[_SEG_CLASSIFIER].shape[0])}
-
-
-def _deploy_size(sd: Mapping[str, Any]) -> tuple[int, int] | None:
-    return deploy_size_from_kernels(sd, prefix="encoder.")
-
-
-_mean, _std = NO_NORMALIZATION
-
-
-@register_model("edgeformer_s_deeplabv3", family="edgeformer", task="segmentation", input_size=(512, 512), layouts=(CVNETS_SEG,),
-                infer_cfg=_infer_cfg, labels="pascal_voc", mean=_mean, std=_std, channel_order="bgr", alt_input_size=(480, 544),
-                description="DeepLabV3 + EdgeFormer-S, output stride 16 (Pascal VOC, 512, BGR in [0, 1])")
-def edgeformer_s_deeplabv3(num_classes: int = 21, **kw):
-    return EdgeFormerDeepLabV3(num_classes=num_classes, **kw)
-
-
-edgeformer_s_deeplabv3.infer_deploy_input_size = _deploy_size

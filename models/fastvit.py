@@ -8,6 +8,8 @@ Deploy-time fusion goes one step beyond the original's `reparameterize_model`: C
 depthwise conv+BN and the attention block's BN (folded into the qkv projection, which
 gains a bias) are folded too. Fused checkpoints written by the original (`*_reparam.pth.tar`)
 or by timm still carry those BNs; the layouts fold them on load, exactly.
+
+The variants are registered in `fastvit_entries.py` (torch-free); their table is in `fastvit_layouts.py`.
 """
 
 from __future__ import annotations
@@ -17,24 +19,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from edgeseg.models.fastvit_layouts import APPLE, TIMM
+from edgeseg.models.fastvit_layouts import LARGE, VARIANTS  # noqa: F401 (re-exported)
 from edgeseg.models.layers import ConvBN, MobileOneBlock, ReparamLargeKernelConv
 from edgeseg.models.layers.drop_path import drop_path as make_drop_path
 from edgeseg.models.layers.norm_fold import fold_bn_into_linear
 from edgeseg.models.layers.repmixer import RepCPE, RepMixer
-from edgeseg.registry import register_model
-
-# name: (layers, embed dims, mlp ratio, has attention stage (+RepCPE), layer-scale init)
-VARIANTS = {
-    "t8": ((2, 2, 4, 2), (48, 96, 192, 384), 3.0, False, 1e-5),
-    "t12": ((2, 2, 6, 2), (64, 128, 256, 512), 3.0, False, 1e-5),
-    "s12": ((2, 2, 6, 2), (64, 128, 256, 512), 4.0, False, 1e-5),
-    "sa12": ((2, 2, 6, 2), (64, 128, 256, 512), 4.0, True, 1e-5),
-    "sa24": ((4, 4, 12, 4), (64, 128, 256, 512), 4.0, True, 1e-5),
-    "sa36": ((6, 6, 18, 6), (64, 128, 256, 512), 4.0, True, 1e-6),
-    "ma36": ((6, 6, 18, 6), (76, 152, 304, 608), 4.0, True, 1e-6),
-}
-LARGE = ("sa24", "sa36", "ma36")
 
 
 def _init_trunc_normal(module: nn.Module) -> None:
@@ -263,22 +252,3 @@ def build_fastvit(variant: str, **kwargs) -> FastViT:
     mixers = ("repmixer",) * 3 + ("attention" if attention else "repmixer",)
     kwargs.setdefault("layer_scale_init_value", ls_init)
     return FastViT(layers, mixers, dims, (mlp_ratio,) * 4, pos_embs=(False, False, False, attention), **kwargs)
-
-
-def _infer_cfg(sd: dict) -> dict:
-    return {"num_classes": int(sd["head.weight"].shape[0]) if "head.weight" in sd else 0}
-
-
-def _register(variant: str) -> None:
-    layers, dims, mlp, attention, _ = VARIANTS[variant]
-    mixers = "RepMixer x3 + attention" if attention else "RepMixer"
-
-    @register_model(f"fastvit_{variant}", family="fastvit", task="classification", input_size=(256, 256), layouts=(APPLE, TIMM),
-                    infer_cfg=_infer_cfg, labels="imagenet", large=variant in LARGE,
-                    description=f"FastViT-{variant.upper()} (ImageNet, 256; {mixers}, dims {'/'.join(map(str, dims))})")
-    def factory(num_classes: int = 1000, **kw):
-        return build_fastvit(variant, num_classes=num_classes, **kw)
-
-
-for _v in VARIANTS:
-    _register(_v)

@@ -10,18 +10,31 @@
 
 Fused checkpoints of Apple and timm keep ConvFFN's BN and the attention block's BN, which
 edgeseg's fused models fold too; `fold_leftover_bns` folds them on load, exactly (float64).
+
+The variant tables live here too: registering and detecting models read them, without torch.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 
-import torch
-
 from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
-from edgeseg.models.layers.norm_fold import fold_bn_into_linear
+from edgeseg.checkpoint.tensor_meta import TensorMeta, is_meta
 
+# name: (layers, embed dims, mlp ratio, has attention stage (+RepCPE), layer-scale init)
+VARIANTS = {
+    "t8": ((2, 2, 4, 2), (48, 96, 192, 384), 3.0, False, 1e-5),
+    "t12": ((2, 2, 6, 2), (64, 128, 256, 512), 3.0, False, 1e-5),
+    "s12": ((2, 2, 6, 2), (64, 128, 256, 512), 4.0, False, 1e-5),
+    "sa12": ((2, 2, 6, 2), (64, 128, 256, 512), 4.0, True, 1e-5),
+    "sa24": ((4, 4, 12, 4), (64, 128, 256, 512), 4.0, True, 1e-5),
+    "sa36": ((6, 6, 18, 6), (64, 128, 256, 512), 4.0, True, 1e-6),
+    "ma36": ((6, 6, 18, 6), (76, 152, 304, 608), 4.0, True, 1e-6),
+}
+LARGE = ("sa24", "sa36", "ma36")
+SEG_VARIANTS = ("sa12", "sa24", "sa36", "ma36")  # the paper's Semantic FPN models
 
 _FUSED_MARKERS = (".reparam_conv.weight", ".lkb_reparam.weight")
 
@@ -35,33 +48,49 @@ def _pop_bn(sd: dict, prefix: str) -> None:
         sd.pop(f"{prefix}{leaf}", None)
 
 
-@torch.no_grad()
 def fold_leftover_bns(sd: dict, prefix: str = "") -> dict:
     """Bring a fused checkpoint of the original (or timm) to our fully fused form: fold each
     ConvFFN BN into its conv and each attention BN into its qkv projection (in float64).
-    Unfused dicts are returned unchanged."""
+    Unfused dicts are returned unchanged. Shape-only values (TensorMeta, read without torch)
+    get the same keys and shapes, nothing computed."""
     if not any(k.endswith(_FUSED_MARKERS) for k in sd):
         return sd
+    shapes_only = any(is_meta(v) for v in sd.values())
+    if shapes_only:
+        no_grad = contextlib.nullcontext()
+    else:
+        # Lazy: registering and detecting models import this module, and need no torch.
+        import torch
+
+        from edgeseg.models.layers.norm_fold import fold_bn_into_linear
+        no_grad = torch.no_grad()
     sd = dict(sd)
-    for key in [k for k in sd if k.startswith(prefix) and k.endswith(".convffn.conv.bn.running_var")]:
-        base = key[: -len("bn.running_var")]
-        conv_w = sd[f"{base}conv.weight"]
-        gamma, beta, mean, var = (t.double() for t in _bn_params(sd, f"{base}bn."))
-        scale = gamma / torch.sqrt(var + 1e-5)
-        sd[f"{base}conv.weight"] = (conv_w.double() * scale.reshape(-1, 1, 1, 1)).to(conv_w.dtype)
-        sd[f"{base}conv.bias"] = (beta - mean * scale).to(conv_w.dtype)
-        _pop_bn(sd, f"{base}bn.")
-    for key in [k for k in sd if k.startswith(prefix) and k.endswith(".norm.running_var")]:
-        base = key[: -len("norm.running_var")]
-        qkv = f"{base}token_mixer.qkv."
-        if f"{qkv}weight" not in sd:
-            continue
-        w = sd[f"{qkv}weight"]
-        b = sd.get(f"{qkv}bias")
-        params = [t.double() for t in _bn_params(sd, f"{base}norm.")]
-        fw, fb = fold_bn_into_linear(w.double(), None if b is None else b.double(), *params)
-        sd[f"{qkv}weight"], sd[f"{qkv}bias"] = fw.to(w.dtype), fb.to(w.dtype)
-        _pop_bn(sd, f"{base}norm.")
+    with no_grad:
+        for key in [k for k in sd if k.startswith(prefix) and k.endswith(".convffn.conv.bn.running_var")]:
+            base = key[: -len("bn.running_var")]
+            conv_w = sd[f"{base}conv.weight"]
+            if shapes_only:  # the folded bias: one per output channel, in the conv's dtype
+                sd[f"{base}conv.bias"] = TensorMeta((conv_w.shape[0],), conv_w.dtype)
+            else:
+                gamma, beta, mean, var = (t.double() for t in _bn_params(sd, f"{base}bn."))
+                scale = gamma / torch.sqrt(var + 1e-5)
+                sd[f"{base}conv.weight"] = (conv_w.double() * scale.reshape(-1, 1, 1, 1)).to(conv_w.dtype)
+                sd[f"{base}conv.bias"] = (beta - mean * scale).to(conv_w.dtype)
+            _pop_bn(sd, f"{base}bn.")
+        for key in [k for k in sd if k.startswith(prefix) and k.endswith(".norm.running_var")]:
+            base = key[: -len("norm.running_var")]
+            qkv = f"{base}token_mixer.qkv."
+            if f"{qkv}weight" not in sd:
+                continue
+            w = sd[f"{qkv}weight"]
+            b = sd.get(f"{qkv}bias")
+            if shapes_only:  # the projection gains (or keeps) a bias, one per output feature
+                sd[f"{qkv}bias"] = TensorMeta((w.shape[0],), w.dtype)
+            else:
+                params = [t.double() for t in _bn_params(sd, f"{base}norm.")]
+                fw, fb = fold_bn_into_linear(w.double(), None if b is None else b.double(), *params)
+                sd[f"{qkv}weight"], sd[f"{qkv}bias"] = fw.to(w.dtype), fb.to(w.dtype)
+            _pop_bn(sd, f"{base}norm.")
     return sd
 
 

@@ -14,6 +14,8 @@ original's fork indices skip it). `forward(x)` returns logits at 1/4 of the inpu
 Input sizes must be multiples of 32; then each FPN level is exactly twice the next, and
 fixed-factor upsampling equals mmseg's size-matched resizing (the final resize to the
 first level's size is an identity and is omitted).
+
+The variants are registered in `fastvit_entries.py` (torch-free).
 """
 
 from __future__ import annotations
@@ -24,12 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.fastvit import LARGE, VARIANTS, build_fastvit
-from edgeseg.models.fastvit_layouts import MMSEG_FPN
+from edgeseg.models.fastvit import build_fastvit
+from edgeseg.models.fastvit_layouts import SEG_VARIANTS  # noqa: F401 (re-exported)
 from edgeseg.models.layers import ConvBNReLU
-from edgeseg.registry import register_model
-
-SEG_VARIANTS = ("sa12", "sa24", "sa36", "ma36")  # the paper's Semantic FPN models
 
 
 def _conv(in_ch: int, out_ch: int, k: int) -> nn.Sequential:
@@ -124,23 +123,3 @@ class FastViTSeg(nn.Module):
             fused.bias = nn.Parameter(conv.bias + w2d @ shift)
             lateral.conv = fused
             setattr(self.backbone, name, nn.Identity())
-
-
-def _infer_cfg(sd: dict) -> dict:
-    seg = sd["decode_head.conv_seg.weight"]
-    return {"num_classes": int(seg.shape[0]), "head_channels": int(seg.shape[1]),
-            "fpn_channels": int(sd["neck.lateral_convs.0.conv.weight"].shape[0])}
-
-
-def _register(variant: str) -> None:
-    dims = VARIANTS[variant][1]
-
-    @register_model(f"fastvit_{variant}_seg", family="fastvit", task="segmentation", input_size=(512, 512), layouts=(MMSEG_FPN,),
-                    infer_cfg=_infer_cfg, labels="ade20k", large=variant in LARGE,
-                    description=f"FastViT-{variant.upper()} + Semantic FPN (ADE20K, 512; dims {'/'.join(map(str, dims))})")
-    def factory(num_classes: int = 150, **kw):
-        return FastViTSeg(variant, num_classes=num_classes, **kw)
-
-
-for _v in SEG_VARIANTS:
-    _register(_v)

@@ -1,6 +1,7 @@
 """MobileOne S0-S4 (Vasu et al., "MobileOne: An Improved One millisecond Mobile Backbone",
 arXiv:2206.04040), module names of apple/ml-mobileone `mobileone.py`; the timm port's layout is
-in `mobileone_layouts.py`. Forward returns ImageNet logits."""
+in `mobileone_layouts.py`. Forward returns ImageNet logits. The variants are registered in
+`mobileone_entries.py` (torch-free); their table is in `mobileone_layouts.py`."""
 
 from __future__ import annotations
 
@@ -8,17 +9,8 @@ import torch
 from torch import nn
 
 from edgeseg.models.layers import MobileOneBlock
-from edgeseg.models.mobileone_layouts import LAYOUTS, infer_cfg
-from edgeseg.registry import register_model
+from edgeseg.models.mobileone_layouts import VARIANTS  # noqa: F401 (re-exported)
 
-VARIANTS = {
-    # name: (width multipliers, conv branches, SE)
-    "s0": ((0.75, 1.0, 1.0, 2.0), 4, False),
-    "s1": ((1.5, 1.5, 2.0, 2.5), 1, False),
-    "s2": ((1.5, 2.0, 2.5, 4.0), 1, False),
-    "s3": ((2.0, 2.5, 3.0, 4.0), 1, False),
-    "s4": ((3.0, 3.5, 3.5, 4.0), 1, True),
-}
 BLOCKS = (2, 8, 10, 1)
 
 
@@ -53,17 +45,3 @@ class MobileOne(nn.Module):
         x = self.stage4(self.stage3(self.stage2(self.stage1(x))))
         x = self.gap(x).flatten(1)
         return self.linear(x)
-
-
-def _register(variant: str) -> None:
-    widths, branches, se = VARIANTS[variant]
-
-    @register_model(f"mobileone_{variant}", family="mobileone", task="classification", input_size=(224, 224), layouts=LAYOUTS,
-                    infer_cfg=infer_cfg, labels="imagenet", large=variant in ("s3", "s4"),
-                    description=f"MobileOne-{variant.upper()} (ImageNet, 224)")
-    def factory(num_classes: int = 1000, **kw):
-        return MobileOne(widths, branches, se, num_classes=num_classes, **kw)
-
-
-for _v in VARIANTS:
-    _register(_v)

@@ -19,6 +19,16 @@ import re
 
 from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
 
+# The variant table: registering and detecting models read it, without torch.
+VARIANTS = {
+    # name: (width multipliers, conv branches, SE)
+    "s0": ((0.75, 1.0, 1.0, 2.0), 4, False),
+    "s1": ((1.5, 1.5, 2.0, 2.5), 1, False),
+    "s2": ((1.5, 2.0, 2.5, 4.0), 1, False),
+    "s3": ((2.0, 2.5, 3.0, 4.0), 1, False),
+    "s4": ((3.0, 3.5, 3.5, 4.0), 1, True),
+}
+
 
 def _apple_to_canonical(sd: dict) -> dict:
     if "linear.weight" not in sd or not any(k.startswith("stage0.") for k in sd):

@@ -2,7 +2,7 @@
 
 Loads the NVlabs checkpoints, the Hugging Face transformers port and mmsegmentation's own
 implementation (see segformer_layouts.py); forward returns the decode head's logits at 1/4
-resolution.
+resolution. The variants are registered, without torch, in segformer_entries.py.
 
 Export notes: tokens -> image is `transpose(1, 2).reshape(batch, -1, h, w)` where every size
 comes straight from a `.shape` (H, W of the conv output that made the tokens), never through
@@ -20,19 +20,9 @@ from torch import nn
 
 from edgeseg.models.layers import ConvBN, ConvBNReLU
 from edgeseg.models.layers.drop_path import drop_path as make_drop_path
-from edgeseg.models.segformer_layouts import (EMBED_NORM_EPS, MMSEG, MMSEG1, NVLABS_NORM_EPS, SegFormerSpec, infer_cfg,
-                                              make_hf_layout)
-from edgeseg.registry import register_model
-
-VARIANTS = {
-    "b0": SegFormerSpec(dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), decoder_dim=256),
-    "b1": SegFormerSpec(dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), decoder_dim=256),
-    "b2": SegFormerSpec(dims=(64, 128, 320, 512), depths=(3, 4, 6, 3), decoder_dim=768),
-    "b3": SegFormerSpec(dims=(64, 128, 320, 512), depths=(3, 4, 18, 3), decoder_dim=768),
-    "b4": SegFormerSpec(dims=(64, 128, 320, 512), depths=(3, 8, 27, 3), decoder_dim=768),
-    "b5": SegFormerSpec(dims=(64, 128, 320, 512), depths=(3, 6, 40, 3), decoder_dim=768),
-}
-ADE_MIOU = {"b0": 37.4, "b1": 42.2, "b2": 46.5, "b3": 49.4, "b4": 50.3, "b5": 51.0}
+from edgeseg.models.segformer_deploy import deploy_mlp_head, deploy_mmseg_head
+from edgeseg.models.segformer_layouts import ADE_MIOU, VARIANTS  # noqa: F401 (re-exported)
+from edgeseg.models.segformer_layouts import EMBED_NORM_EPS, NVLABS_NORM_EPS, SegFormerSpec
 
 
 def _to_image(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -193,6 +183,11 @@ class SegFormerHead(nn.Module):
         x = self.act(self.linear_fuse(torch.cat(projected[::-1], dim=1)))
         return self.linear_pred(self.dropout(x))
 
+    def reparameterize(self) -> nn.Module:
+        """The fuse conv split per stage and run before upsampling (segformer_deploy.py); the
+        never-run `conv_seg` is left out."""
+        return deploy_mlp_head(self)
+
 
 class MMSegSegformerHead(nn.Module):
     """open-mmlab/mmsegmentation's `SegformerHead` (mmseg/models/decode_heads/segformer_head.py):
@@ -214,6 +209,10 @@ class MMSegSegformerHead(nn.Module):
         for conv, x in zip(self.convs[1:], feats[1:]):
             outs.append(F.interpolate(conv(x), size=size, mode="bilinear", align_corners=False))
         return self.conv_seg(self.dropout(self.fusion_conv(torch.cat(outs, dim=1))))
+
+    def reparameterize(self) -> nn.Module:
+        """The fusion conv split per stage and run before upsampling (segformer_deploy.py)."""
+        return deploy_mmseg_head(self)
 
 
 class SegFormer(nn.Module):
@@ -238,18 +237,3 @@ class SegFormer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode_head(self.backbone(x))
-
-
-def _register(variant: str, spec: SegFormerSpec) -> None:
-    @register_model(f"segformer_{variant}", family="segformer", task="segmentation", input_size=(512, 512),
-                    layouts=(MMSEG, make_hf_layout(spec, VARIANTS), MMSEG1), infer_cfg=infer_cfg, size_divisor=32, labels="ade20k",
-                    large=variant not in ("b0", "b1"),
-                    description=f"SegFormer-{variant.upper()} (ADE20K 150 classes, 512; {ADE_MIOU[variant]} mIoU)")
-    def factory(num_classes: int = 150, norm_eps: float = NVLABS_NORM_EPS, conv_seg_channels: int | None = 128,
-                drop_path_rate: float = 0.1, embed_norm_eps: float = EMBED_NORM_EPS, head: str = "mlp", decoder_dim: int | None = None):
-        return SegFormer(spec, num_classes=num_classes, norm_eps=norm_eps, conv_seg_channels=conv_seg_channels,
-                         drop_path_rate=drop_path_rate, embed_norm_eps=embed_norm_eps, head=head, decoder_dim=decoder_dim)
-
-
-for _v, _spec in VARIANTS.items():
-    _register(_v, _spec)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
+from edgeseg.checkpoint.tensor_meta import cat_rows
 from edgeseg.errors import CheckpointError
 
 NVLABS_NORM_EPS = 1e-6  # mit_b*: norm_layer=partial(nn.LayerNorm, eps=1e-6)
@@ -37,6 +38,17 @@ class SegFormerSpec:
     mlp_ratios: tuple[int, int, int, int] = (4, 4, 4, 4)
     patch_sizes: tuple[int, int, int, int] = (7, 3, 3, 3)
     strides: tuple[int, int, int, int] = (4, 2, 2, 2)
+
+
+VARIANTS = {
+    "b0": SegFormerSpec(dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), decoder_dim=256),
+    "b1": SegFormerSpec(dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), decoder_dim=256),
+    "b2": SegFormerSpec(dims=(64, 128, 320, 512), depths=(3, 4, 6, 3), decoder_dim=768),
+    "b3": SegFormerSpec(dims=(64, 128, 320, 512), depths=(3, 4, 18, 3), decoder_dim=768),
+    "b4": SegFormerSpec(dims=(64, 128, 320, 512), depths=(3, 8, 27, 3), decoder_dim=768),
+    "b5": SegFormerSpec(dims=(64, 128, 320, 512), depths=(3, 6, 40, 3), decoder_dim=768),
+}
+ADE_MIOU = {"b0": 37.4, "b1": 42.2, "b2": 46.5, "b3": 49.4, "b4": 50.3, "b5": 51.0}
 
 
 # ---------------------------------------------------------------- NVlabs / mmseg
@@ -106,8 +118,6 @@ def _from_transformers5(sd: dict) -> dict:
 
 
 def _hf_to_canonical(sd: dict) -> dict:
-    import torch
-
     if "segformer.stages.0.patch_embeddings.proj.weight" in sd:
         sd = _from_transformers5(sd)
     if f"{_HF}patch_embeddings.0.proj.weight" not in sd or "decode_head.classifier.weight" not in sd:
@@ -141,7 +151,7 @@ def _hf_to_canonical(sd: dict) -> dict:
             key, value = parts.pop(f"key.{leaf}", None), parts.pop(f"value.{leaf}", None)
             if key is not None and value is not None:
                 # NVlabs' kv projection stacks K rows then V rows (reshape(..., 2, heads, d)).
-                out[f"{prefix}.{leaf}"] = torch.cat([key[1], value[1]], dim=0)
+                out[f"{prefix}.{leaf}"] = cat_rows([key[1], value[1]])  # tensors or TensorMeta (info)
             else:  # half a pair: keep the HF name so the error names it
                 for kv in (key, value):
                     if kv is not None:
@@ -338,8 +348,6 @@ def _mmseg1_to_canonical(sd: dict) -> dict:
 
 
 def _canonical_to_mmseg1(sd: dict) -> dict:
-    import torch
-
     out: dict[str, Any] = {}
     for k, v in sd.items():
         if m := re.fullmatch(r"backbone\.patch_embed(\d)\.(proj|norm)\.(\w+)", k):
@@ -348,7 +356,7 @@ def _canonical_to_mmseg1(sd: dict) -> dict:
         elif m := re.fullmatch(r"backbone\.block(\d)\.(\d+)\.attn\.q\.(weight|bias)", k):
             s, j, leaf = m.groups()
             kv = sd[f"backbone.block{s}.{j}.attn.kv.{leaf}"]
-            out[f"backbone.layers.{int(s) - 1}.1.{j}.attn.attn.in_proj_{leaf}"] = torch.cat([v, kv], dim=0)
+            out[f"backbone.layers.{int(s) - 1}.1.{j}.attn.attn.in_proj_{leaf}"] = cat_rows([v, kv])
         elif re.fullmatch(r"backbone\.block\d\.\d+\.attn\.kv\.\w+", k):
             continue  # joined with q above
         elif m := re.fullmatch(r"backbone\.block(\d)\.(\d+)\.(.+)\.(\w+)", k):
@@ -379,6 +387,9 @@ def infer_cfg(sd: dict) -> dict:
     if "decode_head.fusion_conv.conv.weight" in sd:  # mmsegmentation's SegformerHead
         return {"num_classes": int(sd["decode_head.conv_seg.weight"].shape[0]),
                 "decoder_dim": int(sd["decode_head.fusion_conv.conv.weight"].shape[0])}
+    if "decode_head.conv_seg.weight" in sd and "decode_head.linear_pred.weight" not in sd:  # its deploy form (segformer_deploy.py)
+        seg = sd["decode_head.conv_seg.weight"]
+        return {"num_classes": int(seg.shape[0]), "decoder_dim": int(seg.shape[1])}
     cfg = {"num_classes": int(sd["decode_head.linear_pred.weight"].shape[0])}
     if "decode_head.conv_seg.weight" in sd:
         cfg["conv_seg_channels"] = int(sd["decode_head.conv_seg.weight"].shape[1])

@@ -3,7 +3,7 @@
 Module names follow the mmseg checkpoints (`backbone.tpm...`, `backbone.trans...`,
 `backbone.SIM...`, `decode_head...`) so the published files load strictly. The forward
 returns the decode head's logits at 1/8 of the input, as mmseg's `encode_decode` does
-before its final resize.
+before its final resize. The variants are registered, without torch, in topformer_entries.py.
 
 Deploy: every conv+BN folds (walker), and `reparameterize(input_size=...)` on the root bakes
 the resolution: the pyramid pool's adaptive pooling becomes fixed windows and every
@@ -16,19 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.checkpoint.layouts import KeyLayout, LayoutMismatch
 from edgeseg.errors import EdgesegError
 from edgeseg.models.layers.conv_bn import ConvBN, ConvBNReLU
 from edgeseg.models.layers.static_pool import StaticAvgPool2d
-from edgeseg.registry import register_model
+from edgeseg.models.topformer_layouts import DESCRIPTIONS, MMSEG, VARIANTS  # noqa: F401 (re-exported)
 
-# name: (channels c1..c4, extra last row, heads, injection/head dim, depthwise head conv)
-VARIANTS = {
-    "tiny": ((16, 32, 64, 96), False, 4, 128, True),
-    "small": ((24, 48, 96, 128), True, 6, 192, False),
-    "base": ((32, 64, 128, 160), True, 8, 256, False),
-}
-DESCRIPTIONS = {"tiny": "TopFormer-T", "small": "TopFormer-S", "base": "TopFormer-B"}
 DECODE_LEVELS = (1, 2, 3)  # pyramid levels that receive semantics: 1/8, 1/16, 1/32
 
 
@@ -286,31 +278,3 @@ class TopFormer(nn.Module):
                 f"resize or pad images to {bh}x{bw}, or reparameterize the original checkpoint with --input-size {x.shape[2]}x{x.shape[3]}",
             )
         return self.decode_head(self.backbone(x))
-
-
-def _mmseg_to_canonical(sd: dict) -> dict:
-    if "backbone.tpm.stem.0.c.weight" not in sd or "decode_head.conv_seg.weight" not in sd:
-        raise LayoutMismatch("not a TopFormer mmseg state dict")
-    return dict(sd)
-
-
-MMSEG = KeyLayout("mmseg-topformer", "hustvl/TopFormer (mmseg): {'meta', 'state_dict'}, backbone.{tpm,trans,SIM}.*, decode_head.*",
-                  to_canonical=_mmseg_to_canonical, container="mmseg")
-
-
-def _infer_cfg(sd: dict) -> dict:
-    return {"num_classes": int(sd["decode_head.conv_seg.weight"].shape[0])}
-
-
-def _register(variant: str) -> None:
-    channels, extra_row, heads, out_dim, dw = VARIANTS[variant]
-
-    @register_model(f"topformer_{variant}", family="topformer", task="segmentation", input_size=(512, 512), layouts=(MMSEG,),
-                    infer_cfg=_infer_cfg, labels="ade20k", size_divisor=64, default_cfg={"num_classes": 150},
-                    description=f"{DESCRIPTIONS[variant]} (ADE20K, 512; logits at 1/8)")
-    def factory(num_classes: int = 150):
-        return TopFormer(channels, extra_row, heads, out_dim, dw, num_classes=num_classes)
-
-
-for _v in VARIANTS:
-    _register(_v)

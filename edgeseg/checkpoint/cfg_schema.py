@@ -8,12 +8,16 @@ The fields come from the factory's signature. Factories that forward `**kw` to a
 (or to a builder that does) also accept that callee's keyword parameters; the callee is found
 among the names the factory's code calls, restricted to objects defined in edgeseg's model
 package (or, for a user's `module:factory`, in the factory's own module), so that no per-model
-list has to be kept in step with the constructors.
+list has to be kept in step with the constructors. Built-in factories import their network
+inside the body (registering models must not import torch); those in-body imports of edgeseg's
+model package are followed only when a cfg names a field the factory itself does not declare.
 """
 
 from __future__ import annotations
 
+import dis
 import functools
+import importlib
 import inspect
 import typing
 from typing import Any, Callable, Mapping
@@ -40,6 +44,25 @@ def _callees(fn: Callable) -> list[Callable]:
         mod = getattr(obj, "__module__", "") or ""
         if callable(obj) and (mod.startswith("edgeseg.models") or mod == home):
             out.append(obj)
+    return out + (_imported_callees(code) if _FOLLOW_IMPORTS[0] else [])
+
+
+# Whether `_callees` follows a factory's in-body imports (off for the first, torch-free pass).
+_FOLLOW_IMPORTS = [False]
+
+
+def _imported_callees(code) -> list[Callable]:
+    """Callables a function imports in its body (`from edgeseg.models.x import Y`), restricted to
+    edgeseg's model package: the module names are the function's own code, never a file's."""
+    out: list[Callable] = []
+    module = None
+    for ins in dis.get_instructions(code):
+        if ins.opname == "IMPORT_NAME":
+            module = ins.argval if str(ins.argval).startswith("edgeseg.models.") else None
+        elif ins.opname == "IMPORT_FROM" and module:
+            obj = getattr(importlib.import_module(module), ins.argval, None)
+            if callable(obj):
+                out.append(obj)
     return out
 
 
@@ -75,13 +98,21 @@ def _signature_fields(fn: Callable, depth: int = 0) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def _fields_cached(factory: Callable) -> tuple[tuple[str, Any], ...]:
-    return tuple(_signature_fields(factory).items())
+def _fields_cached(factory: Callable, follow_imports: bool) -> tuple[tuple[str, Any], ...]:
+    _FOLLOW_IMPORTS[0] = follow_imports
+    try:
+        return tuple(_signature_fields(factory).items())
+    finally:
+        _FOLLOW_IMPORTS[0] = False
 
 
-def cfg_fields(factory: Callable) -> dict[str, Any]:
-    """Declared cfg field -> type for a model factory."""
-    return dict(_fields_cached(factory))
+def cfg_fields(factory: Callable, keys: Any = None) -> dict[str, Any]:
+    """Declared cfg field -> type for a model factory. With `keys`, the networks a factory
+    imports in its body are looked at only if the factory's own fields lack one of them."""
+    fields = dict(_fields_cached(factory, False))
+    if keys is None or any(k not in fields for k in keys):
+        fields = dict(_fields_cached(factory, True))
+    return fields
 
 
 def validate_cfg(arch: str, factory: Callable, cfg: Any, source: str) -> dict[str, Any]:
@@ -91,7 +122,7 @@ def validate_cfg(arch: str, factory: Callable, cfg: Any, source: str) -> dict[st
     if not isinstance(cfg, Mapping):
         raise CheckpointError(f"{source}: edgeseg.cfg must be a JSON object, not {type(cfg).__name__}",
                               "re-create the deploy file with `edgeseg reparam`")
-    fields = cfg_fields(factory)
+    fields = cfg_fields(factory, keys=list(cfg))
     unknown = sorted(str(k) for k in cfg if k not in fields)
     if unknown:
         raise CheckpointError(f"{source}: edgeseg.cfg has fields {arch} does not declare ({', '.join(unknown[:5])})",

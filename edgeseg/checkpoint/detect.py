@@ -99,7 +99,6 @@ def build_structure(entry: ModelEntry, cfg: Mapping[str, Any], fused: bool, inpu
 @functools.lru_cache(maxsize=256)
 def _signature(name: str, cfg_json: str, fused: bool, input_size: tuple[int, int] | None) -> dict[str, Any]:
     from edgeseg.checkpoint.signatures import cacheable, cached
-    from edgeseg.registry import get_entry
 
     entry = get_entry(name)
 

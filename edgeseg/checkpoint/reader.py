@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.checkpoint.tensor_meta import TensorMeta, is_meta
 from edgeseg.checkpoint.timm_hub import is_timm_hub_config
 from edgeseg.errors import CheckpointError
 from edgeseg.hashing import artifact_sha256, files_sha256
@@ -27,6 +29,8 @@ class RawCheckpoint:
     wrapper: str | None = None  # where the state dict sat: "state_dict", "model", ...
     extra: dict[str, Any] = field(default_factory=dict)  # other top-level entries (mmseg "meta", ...)
     sha256: str = ""
+    # False: state_dict holds TensorMeta (shapes and dtypes) and no tensor bytes were read
+    values: bool = True
 
 
 def _numpy_safe_globals() -> list:
@@ -125,20 +129,70 @@ def _safetensors_load(path: Path) -> tuple[dict, dict]:
     return sd, meta
 
 
-def _unwrap(obj: Any, path: Path) -> tuple[dict, str | None, dict]:
-    import torch
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+              "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
+
+def _safetensors_shapes(path: Path) -> tuple[dict, dict]:
+    """Shapes and dtypes from a safetensors header only: the numpy framework keeps torch out,
+    and get_slice reads no tensor data."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+            sd = {k: _slice_meta(f.get_slice(k)) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})", "re-download or re-export it") from exc
+    return sd, meta
+
+
+def _slice_meta(sl: Any) -> TensorMeta:
+    code = sl.get_dtype()
+    # dtypes outside the table (float8, ...) keep safetensors' own name rather than guess one
+    return TensorMeta(tuple(sl.get_shape()), _ST_DTYPES.get(code, code.lower()))
+
+
+def _as_meta(v: Any) -> Any:
+    """A tensor read by torch (the fallback for files the shape reader does not handle) as TensorMeta."""
+    if is_meta(v) or not _is_tensor(v):
+        return v
+    return TensorMeta.like(v)
+
+
+def _torch_shapes(path: Path) -> Any:
+    from edgeseg.checkpoint.pickle_shapes import CorruptCheckpoint, UnsupportedPickle, read_torch_shapes
+
+    try:
+        return read_torch_shapes(path)
+    except (UnsupportedPickle, OSError):
+        # torch's weights_only loader decides: it reads what it supports, and its refusals carry
+        # the established messages (arbitrary globals, not a checkpoint, ...)
+        return _torch_load(path)
+    except CorruptCheckpoint as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({exc})", "re-download or re-save the checkpoint") from exc
+
+
+def _is_tensor(v: Any) -> bool:
+    if is_meta(v):
+        return True
+    # Nothing can be a torch.Tensor while torch was never imported: the shape path stays torch-free.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(v, torch.Tensor)
+
+
+def _unwrap(obj: Any, path: Path) -> tuple[dict, str | None, dict]:
     wrapper = None
     extra: dict = {}
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state", "module"):
-            if key in obj and isinstance(obj[key], dict) and not isinstance(obj[key], torch.Tensor):
+            if key in obj and isinstance(obj[key], dict) and not _is_tensor(obj[key]):
                 extra = {k: v for k, v in obj.items() if k != key}
                 obj, wrapper = obj[key], key
                 break
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__})", "pass a checkpoint that stores model weights")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    bad = [k for k, v in obj.items() if not _is_tensor(v)]
     if bad:
         raise CheckpointError(f"{path} holds a dict, but not of tensors (e.g. {bad[0]!r})", "pass a checkpoint that stores model weights")
     keys = list(obj)
@@ -177,7 +231,7 @@ def _read_json_object(path: Path) -> dict:
     return data
 
 
-def _read_hf_dir(path: Path) -> RawCheckpoint:
+def _read_hf_dir(path: Path, values: bool = True) -> RawCheckpoint:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{path} is a directory without config.json", "pass a Hugging Face model directory or a checkpoint file")
@@ -202,9 +256,9 @@ def _read_hf_dir(path: Path) -> RawCheckpoint:
         if not f.is_file():
             raise CheckpointError(f"{path} lists a weights file that is missing ({f.name})", "re-download the checkpoint")
         if f.suffix == ".safetensors":
-            part, _ = _safetensors_load(f)
+            part, _ = _safetensors_load(f) if values else _safetensors_shapes(f)
         else:
-            part, _, _ = _unwrap(_torch_load(f), f)
+            part, _, _ = _unwrap(_torch_load(f) if values else _torch_shapes(f), f)
         sd.update(part)
         loaded.append(f)
     # A timm hub folder has the same files, but its config.json is timm's, not transformers'.
@@ -214,21 +268,28 @@ def _read_hf_dir(path: Path) -> RawCheckpoint:
     return raw
 
 
-def read_checkpoint(path: str | Path) -> RawCheckpoint:
-    """Read a .pth/.pt/.bin, .safetensors or Hugging Face directory into tensors, safely."""
+def read_checkpoint(path: str | Path, *, values: bool = True) -> RawCheckpoint:
+    """Read a .pth/.pt/.bin, .safetensors or Hugging Face directory into tensors, safely.
+
+    values=False reads only keys, shapes and dtypes (TensorMeta), without importing torch for
+    zip-format torch files and safetensors; legacy torch files still go through torch.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist", "check the path")
     if path.is_dir():
-        raw = _read_hf_dir(path)
+        raw = _read_hf_dir(path, values)
     elif path.suffix == ".safetensors":
-        sd, meta = _safetensors_load(path)
+        sd, meta = _safetensors_load(path) if values else _safetensors_shapes(path)
         raw = RawCheckpoint(path=path, format="safetensors", state_dict=sd, metadata=meta)
     else:
         if path.stat().st_size == 0:
             raise CheckpointError(f"{path} is empty", "re-download or re-save the checkpoint")
-        sd, wrapper, extra = _unwrap(_torch_load(path), path)
+        sd, wrapper, extra = _unwrap(_torch_load(path) if values else _torch_shapes(path), path)
         raw = RawCheckpoint(path=path, format="torch", state_dict=sd, wrapper=wrapper, extra=extra)
+    if not values:  # a file torch had to read still reports shapes only
+        raw.state_dict = {k: _as_meta(v) for k, v in raw.state_dict.items()}
+        raw.values = False
     if not raw.sha256:  # a HF directory is hashed over the files that were read
         raw.sha256 = artifact_sha256(path)
     return raw

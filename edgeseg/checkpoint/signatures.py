@@ -28,15 +28,20 @@ _DISABLE_ENV = "EDGESEG_NO_SIGNATURE_CACHE"
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """sha256 over the sources that decide a built-in model's keys and shapes."""
-    import importlib
-
-    import torch
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
 
     from edgeseg import __version__
 
-    h = hasher(f"v{CACHE_VERSION}|edgeseg {__version__}|torch {torch.__version__}".encode())
+    # The installed torch's version from its metadata and the packages' folders from their
+    # specs: importing torch or the packages here would cost `info` over a second.
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "none"
+    h = hasher(f"v{CACHE_VERSION}|edgeseg {__version__}|torch {torch_version}".encode())
     for pkg in ("edgeseg.models", "edgeseg.reparam", "edgeseg.checkpoint"):
-        for root in importlib.import_module(pkg).__path__:
+        for root in importlib.util.find_spec(pkg).submodule_search_locations:
             for path in sorted(Path(root).rglob("*.py")):
                 h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:24]

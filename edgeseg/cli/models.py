@@ -60,7 +60,7 @@ def info_cmd(
     from edgeseg.checkpoint.reader import read_checkpoint  # lazy: keeps `edgeseg --help` fast
 
     with steps(as_json).step(f"reading {ckpt}"):
-        raw = read_checkpoint(ckpt)
+        raw = read_checkpoint(ckpt, values=False)  # keys, shapes and dtypes only: no torch, no tensor bytes
         info, params = inspect_raw(raw, arch)
     data = {
         "path": str(ckpt),

@@ -308,7 +308,7 @@ def build_onnx(model, plan: OnnxPlan, *, seed: int = 0) -> tuple[Any, dict[str, 
         from edgeseg.exporters.onnx.int8 import quantize_onnx
 
         final, int8_stats = quantize_onnx(final, input_size=plan.input_size, mean=info.mean, std=info.std,
-                                          channel_order=getattr(info, "channel_order", "rgb"), opts=plan.int8)
+                                          channel_order=getattr(info, "channel_order", "rgb"), opts=plan.int8, task=info.task)
         counts["int8"] = op_counts(final)
     counts["final"] = op_counts(final)
     try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import json
 import os
 import tempfile
@@ -56,6 +57,31 @@ MIN_COSINE = default_tolerances("int8").min_cosine
 # 8-bit weights (no u8s8 saturation there). The host's format is measured.
 ARM_PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "rk3588", "snapdragon-865")
 
+
+
+class _QuantizerNotes(logging.Filter):
+    """Drops onnxruntime.quantization's notes below ERROR (per op: "Axis 1 is out-of-range for
+    weight ... with rank 1" on every LayerNorm scale it then quantizes per tensor)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname.replace("\\", "/")
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """ORT's histogram calibrators print to stdout and its quantizer logs notes to the root
+    logger; the export's progress lines say what runs, so both are kept off the terminal."""
+    notes, root = _QuantizerNotes(), logging.getLogger()
+    # on the root logger for its own `logging.warning` calls, on its handlers for module loggers
+    targets = [t for t in (root, *root.handlers, logging.lastResort) if t is not None]
+    for t in targets:
+        t.addFilter(notes)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for t in targets:
+            t.removeFilter(notes)
 
 @dataclass
 class Int8Options:
@@ -238,6 +264,20 @@ def min_cosine(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> floa
     return worst
 
 
+def agreement_failures(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], task: str) -> list[str]:
+    """The int8 parity checks (edgeseg.compare, int8 thresholds) that `got` fails against `ref`,
+    samples pooled per output; empty when it agrees."""
+    from edgeseg.compare import compare_outputs
+
+    def stack(runs):
+        return [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
+
+    report = compare_outputs(stack(ref), stack(got), task=task, precision="int8")
+    if report.status == "passed":
+        return []
+    return [report.reason] if report.reason else [c.describe() for o in report.outputs for c in o.checks if not c.passed]
+
+
 def per_layer_sqnr(fp32_path: Path, qdq_path: Path, batches: list[np.ndarray], workdir: Path, name: str) -> dict[str, float]:
     """SQNR (dB) of every quantized activation of a QDQ model against fp32: low = sensitive."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
@@ -268,6 +308,11 @@ class Candidate:
     path: Path | None = None
     ms: float | None = None
     cosine: float | None = None
+    failed: list[str] = field(default_factory=lambda: ["not built"])  # int8 parity checks against fp32 that fail
+
+    @property
+    def agrees(self) -> bool:
+        return not self.failed
 
     def op_types_record(self) -> str | list[str]:
         return "all ORT quantizes" if self.op_types is END_TO_END else list(self.op_types)
@@ -275,13 +320,18 @@ class Candidate:
     def as_dict(self, fp32_ms: float) -> dict[str, Any]:
         return {"label": self.label, "format": self.fmt, "kept_float": len(self.exclude), "op_types": self.op_types_record(),
                 "ms": None if self.ms is None else round(self.ms, 2), "speedup": None if not self.ms else round(fp32_ms / self.ms, 3),
-                "min_cosine": None if self.cosine is None else round(self.cosine, 5)}
+                "min_cosine": None if self.cosine is None else round(self.cosine, 5), "agrees": self.agrees,
+                "failed": self.failed[:3]}
 
 
 def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
-                  opts: Int8Options) -> tuple[Any, dict[str, Any]]:
+                  opts: Int8Options, task: str = "classification") -> tuple[Any, dict[str, Any]]:
     """fp32 ModelProto -> (int8 ModelProto, manifest record). Raises EdgesegError when no int8
-    graph is faster than fp32 (unless opts.force)."""
+    graph is faster than fp32 (unless opts.force). A candidate is eligible only if it passes
+    the int8 parity thresholds against fp32 on the calibration images (`task` decides which:
+    top-1/top-5 or pixel agreement and mIoU, besides error and cosine): the export's parity
+    gate applies the same thresholds against PyTorch, so a selection by cosine alone could pick a
+    graph the gate then refuses."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -309,14 +359,16 @@ def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
         def build(c: Candidate) -> Candidate:
             c.path = work / f"{c.label}.{c.fmt}.onnx"
             opts.progress(f"int8: calibrating and quantizing '{c.label}' ({c.fmt}, {len(batches)} samples, {opts.calib_method})")
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram calibrators print to stdout
+            with _quiet_quantizer():
                 quantize_static(str(pre_path), str(c.path), _Reader(name, batches),
                                 quant_format=QuantFormat.QDQ if c.fmt == "QDQ" else QuantFormat.QOperator,
                                 op_types_to_quantize=None if c.op_types is END_TO_END else list(c.op_types), per_channel=True,
                                 reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, nodes_to_exclude=list(c.exclude), calibrate_method=method,
                                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-            c.cosine = min_cosine(ref, _outputs(c.path, batches))
+            got = _outputs(c.path, batches)
+            c.cosine = min_cosine(ref, got)
+            c.failed = agreement_failures(ref, got, task)
             return c
 
         def timed(cands: list[Candidate]) -> float:
@@ -336,7 +388,7 @@ def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
         fp32_ms = timed(cands)
         # accuracy first, then speed
         def best(pool):
-            ok = [c for c in pool if c.cosine is not None and c.cosine >= MIN_COSINE]
+            ok = [c for c in pool if c.agrees]
             return min(ok, key=lambda c: c.ms) if ok else None
 
         sensitivity: dict[str, float] = {}
@@ -348,7 +400,7 @@ def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
             keep = set(base.exclude) | set(groups["first"]) | set(groups["head"])
             trial = build(Candidate(f"{base.label}; + first conv float", base.fmt, tuple(sorted(keep)), base.op_types))
             cands.append(trial)
-            if trial.cosine < MIN_COSINE and base.fmt == "QDQ":
+            if not trial.agrees and base.fmt == "QDQ":
                 opts.progress("int8: per-layer error against fp32")
                 sensitivity = per_layer_sqnr(pre_path, trial.path, batches, work, name)  # the float graph the quantizer saw
                 owner = _tensor_to_node(pre)
@@ -357,7 +409,7 @@ def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
                     keep |= set(worst[:step])
                     trial = build(Candidate(f"{base.label}; + {step} most sensitive layers float", base.fmt, tuple(sorted(keep)), base.op_types))
                     cands.append(trial)
-                    if trial.cosine >= MIN_COSINE:
+                    if trial.agrees:
                         break
             timed([c for c in cands if c.ms is None])
             chosen = best(cands)
@@ -367,8 +419,8 @@ def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
             fp32_ms = timed([chosen, other])  # the final pair is timed side by side with fp32
             chosen = best([chosen, other]) or chosen
         if chosen is None:
-            worst_cos = max(c.cosine or 0 for c in cands)
-            raise EdgesegError(f"no int8 graph agrees with fp32 (best cosine {worst_cos:.4f} < {MIN_COSINE})",
+            closest = max(cands, key=lambda c: c.cosine or 0)
+            raise EdgesegError(f"no int8 graph agrees with fp32 (closest, '{closest.label}': {'; '.join(closest.failed[:2])})",
                                "calibrate on your own images (--calib-images DIR, more --calib-samples) or export fp32")
         speedup = fp32_ms / chosen.ms
         record: dict[str, Any] = {

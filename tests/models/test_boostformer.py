@@ -17,7 +17,7 @@ from edgeseg.models import boostformer as bf
 from edgeseg.models import boostformer_layouts as bfl
 from edgeseg.registry import get_entry, list_models
 from edgeseg.reparam.walker import reparameterize_model
-from edgeseg.testing import make_checkpoint
+from edgeseg.testing import convert_shape_only, make_checkpoint
 
 FP32_REL = 1e-5  # fused vs unfused: rounding only (measured ~1.3e-6)
 SIZES = [(256, 256), (160, 224)]  # stage-3 maps 16x16 and 10x14: not both multiples of 7 (matmul pooling)
@@ -105,6 +105,37 @@ def test_plain_state_dict_round_trip(hf_ckpt, plain_loaded):
     with torch.no_grad():
         assert torch.equal(plain_loaded(x), hf_ckpt[1](x))
 
+
+
+def _shapes(sd: dict) -> dict:
+    """key -> (shape, dtype name), for tensors and TensorMeta alike."""
+    return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()}
+
+
+@pytest.fixture(scope="module")
+def fused_keeping_a_norm():
+    """A fused model whose block 0.1 keeps its block-end BN (as a deploy file may)."""
+    model = get_entry("boostformer").factory(num_classes=21, keep_block_norms=["0.1"]).eval()
+    reparameterize_model(model, input_size=(64, 64))
+    return model
+
+
+@pytest.mark.parametrize("state", ["unfused", "fused", "fused_keeping_a_norm"])
+@pytest.mark.parametrize("layout", [layout.name for layout in bfl.LAYOUTS])
+def test_layouts_convert_shape_only_values_like_tensors(request, layout, state):
+    """`info` reads checkpoints without torch and converts TensorMeta values: the same keys,
+    shapes, dtypes and cfg as from real tensors."""
+    entry = get_entry("boostformer")
+    lay = find_layout(entry, layout)
+    if state == "unfused":
+        model = request.getfixturevalue("plain_loaded")
+    elif state == "fused":
+        model = request.getfixturevalue("fused")[SIZES[0]][0]
+    else:
+        model = request.getfixturevalue("fused_keeping_a_norm")
+    _, meta = convert_shape_only(lay, lay.from_canonical(model.state_dict()), entry.infer_cfg)
+    want = {"num_classes": 21, **({"keep_block_norms": ["0.1"]} if state == "fused_keeping_a_norm" else {})}
+    assert entry.infer_cfg(meta) == want
 
 def test_hidden_act_comes_from_config(tmp_path, hf_ckpt):
     path, ref = hf_ckpt
@@ -234,7 +265,7 @@ def test_baked_trace_has_no_shape_casts(fused):
 
 def test_bake_rejects_tiny_sizes():
     with torch.device("meta"):
-        model = bf.boostformer()
+        model = get_entry("boostformer").factory()
     with pytest.raises(EdgesegError, match="cannot bake BoostFormer"):
         model.reparameterize(input_size=(16, 512))
 
@@ -344,6 +375,6 @@ def test_deploy_files_with_every_block_norm_still_load():
     cfg = bfl.infer_cfg(sd)
     assert len(cfg["keep_block_norms"]) == 7
     with torch.device("meta"):
-        model = bf.boostformer(**cfg)
+        model = get_entry("boostformer").factory(**cfg)
     reparameterize_model(model, input_size=(512, 512))
     assert len(_bns(model)) == 7 and model.kept_block_norms == tuple(cfg["keep_block_norms"])

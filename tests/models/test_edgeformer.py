@@ -8,7 +8,8 @@ import torch.nn.functional as F
 import edgeseg
 from edgeseg.analysis import count_macs, count_params
 from edgeseg.checkpoint.detect import detect
-from edgeseg.checkpoint.layouts import LayoutMismatch
+from edgeseg.checkpoint.layouts import LayoutMismatch, find_layout
+from edgeseg.checkpoint.tensor_meta import TensorMeta
 from edgeseg.errors import DetectionError, EdgesegError
 from edgeseg.models.layers.circular_conv import H_AXIS, W_AXIS, circular_conv
 from edgeseg.models.layers.edgeformer_blocks import GCCBlock
@@ -16,7 +17,7 @@ from edgeseg.registry import get_entry
 from edgeseg.reparam.verify import check_equivalence
 from edgeseg.reparam.walker import reparameterize_model
 from edgeseg.synthetic import randomize_weights_
-from edgeseg.testing import make_checkpoint
+from edgeseg.testing import convert_shape_only, make_checkpoint
 
 FP32_REL = 1e-5  # fused vs unfused (and vs the reference formula), fp32, relative to max |reference|
 # whole models: the synthetic segmentation weights give logits of scale ~3e4, and folding convs
@@ -254,3 +255,39 @@ def test_segmentation_checkpoint_reparam_and_detection(tmp_path):
             fused(torch.rand(1, 3, 320, 320))
     det = detect(fused.state_dict())
     assert (det.entry.name, det.fused, det.input_size) == (SEG, True, (128, 192))
+
+
+# ---- shape-only checkpoints (`edgeseg info`) ------------------------------------------------
+
+def _as_meta(sd):
+    return {k: TensorMeta.like(v) for k, v in sd.items()}
+
+
+
+
+@pytest.mark.parametrize("name, layout", [(n, layout.name) for n in ("edgeformer_xs", SEG) for layout in get_entry(n).layouts])
+@pytest.mark.parametrize("drop_alias", [False, True])
+def test_layouts_convert_shape_only_state_dicts(name, layout, drop_alias):
+    """`info` hands converters TensorMeta instead of tensors: same canonical keys, shapes and cfg,
+    also when the `residual.*` duplicate has to be re-added."""
+    entry = get_entry(name)
+    lay = find_layout(entry, layout)
+    with torch.device("meta"):  # shapes are all the converters read
+        published = lay.from_canonical(edgeseg.create(name, num_classes=7).state_dict())
+    if drop_alias:
+        published = {k: v for k, v in published.items() if ".residual." not in f".{k}"}
+    _, from_meta = convert_shape_only(lay, published, entry.infer_cfg)
+    assert any(".residual." in f".{k}" for k in from_meta)
+    assert entry.infer_cfg(from_meta) == {"num_classes": 7}
+
+
+@torch.no_grad()
+def test_deploy_size_probe_reads_shape_only_state_dicts():
+    for name in ("edgeformer_xs", SEG):
+        probe = get_entry(name).factory.infer_deploy_input_size
+        with torch.device("meta"):
+            model = edgeseg.create(name)
+            unfused = _as_meta(model.state_dict())
+            reparameterize_model(model, input_size=(192, 320))
+        assert probe(_as_meta(model.state_dict())) == (192, 320)
+        assert probe(unfused) is None

@@ -22,7 +22,7 @@ from edgeseg.models.layers.repmixer import RepCPE, RepMixer
 from edgeseg.registry import get_entry
 from edgeseg.reparam.walker import reparameterize_model
 from edgeseg.synthetic import randomize_weights_
-from edgeseg.testing import make_checkpoint
+from edgeseg.testing import convert_shape_only, make_checkpoint
 
 FAST = ["fastvit_t8", "fastvit_t12", "fastvit_s12", "fastvit_sa12"]
 SLOW = ["fastvit_sa24", "fastvit_sa36", "fastvit_ma36"]
@@ -161,6 +161,27 @@ def test_layout_round_trip_and_rejection(name, layout, fused):
     with pytest.raises(LayoutMismatch):
         lay.to_canonical(mobileone)
 
+
+
+
+
+@pytest.mark.parametrize("state", ["unfused", "original_fused", "fused"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layouts_convert_shape_only_values_like_tensors(layout, state):
+    """`info` reads checkpoints without torch and converts TensorMeta values: the same keys,
+    shapes, dtypes and cfg as from real tensors, the original's leftover BNs folded by shape."""
+    entry = get_entry("fastvit_sa12")
+    lay = find_layout(entry, layout)
+    model = copy.deepcopy(_model("fastvit_sa12"))
+    if state == "original_fused":
+        _original_style_fuse(model)
+    elif state == "fused":
+        reparameterize_model(model, input_size=(64, 64))
+    _, meta = convert_shape_only(lay, lay.from_canonical(model.state_dict()), entry.infer_cfg)
+    assert entry.infer_cfg(meta) == {"num_classes": 1000}
+    if state != "unfused":  # the folded forms: no BN left in ConvFFN or in front of attention
+        assert not any(".convffn.conv.bn." in k or ".norm.running_var" in k for k in meta)
+        assert "network.7.0.token_mixer.qkv.bias" in meta
 
 def test_timm_key_names():
     entry = get_entry("fastvit_sa12")

@@ -13,7 +13,10 @@ import edgeseg
 from edgeseg.analysis import count_macs, count_params
 from edgeseg.checkpoint.detect import detect
 from edgeseg.checkpoint.layouts import LayoutMismatch, find_layout
+from edgeseg.models.layers import MobileOneBlock, ReparamLargeKernelConv
+from edgeseg.models.layers.repmixer import RepCPE, RepMixer
 from edgeseg.registry import get_entry
+from edgeseg.testing import convert_shape_only
 from edgeseg.reparam.walker import reparameterize_model
 from edgeseg.synthetic import randomize_weights_
 
@@ -129,6 +132,28 @@ def test_detect_every_variant(name):
     with pytest.raises(LayoutMismatch):
         find_layout(get_entry("fastvit_sa12"), "apple-ml-fastvit").to_canonical(model.state_dict())
 
+
+
+
+
+@pytest.mark.parametrize("state", ["unfused", "original_fused", "fused"])
+def test_layout_converts_shape_only_values_like_tensors(state):
+    """`info` reads checkpoints without torch and converts TensorMeta values: the same keys,
+    shapes, dtypes and cfg as from real tensors, the backbone's leftover BNs folded by shape."""
+    name = "fastvit_sa12_seg"
+    entry = get_entry(name)
+    lay = find_layout(entry, "mmseg-fastvit-fpn")
+    model = copy.deepcopy(_model(name))
+    if state == "original_fused":  # what ml-fastvit's reparameterize_model fuses: ConvFFN and attention BNs stay
+        for mod in list(model.modules()):
+            if isinstance(mod, (RepMixer, RepCPE, MobileOneBlock, ReparamLargeKernelConv)) and not mod.is_reparameterized:
+                mod.reparameterize()
+    elif state == "fused":
+        reparameterize_model(model, input_size=(64, 64))
+    _, meta = convert_shape_only(lay, lay.from_canonical(model.state_dict()), entry.infer_cfg)
+    assert entry.infer_cfg(meta) == {"num_classes": 150, "head_channels": 128, "fpn_channels": 256}
+    if state != "unfused":
+        assert not any(".convffn.conv.bn." in k for k in meta) and "backbone.network.7.0.token_mixer.qkv.bias" in meta
 
 def test_mmseg_checkpoint_load_fused_and_deploy(tmp_path):
     name = "fastvit_sa12_seg"

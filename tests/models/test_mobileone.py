@@ -5,7 +5,9 @@ import torch
 
 import edgeseg
 from edgeseg.analysis import count_macs, count_params
-from edgeseg.testing import assert_reparam_equivalent
+from edgeseg.checkpoint.layouts import find_layout
+from edgeseg.registry import get_entry
+from edgeseg.testing import assert_reparam_equivalent, convert_shape_only
 
 # measured here; the paper reports fused 2.1 / 4.8 / 7.8 / 10.1 / 14.8 M params
 PARAMS = {
@@ -51,3 +53,19 @@ def test_reparameterize_twice_changes_nothing():
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(fused(x), twice(x))
+
+
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("layout", [layout.name for layout in get_entry("mobileone_s0").layouts])
+def test_layouts_convert_shape_only_values_like_tensors(layout, fused):
+    """`info` reads checkpoints without torch and converts TensorMeta values: the same keys,
+    shapes, dtypes and cfg as from real tensors."""
+    entry = get_entry("mobileone_s0")
+    lay = find_layout(entry, layout)
+    model = edgeseg.create("mobileone_s0", num_classes=10)
+    if fused:
+        model, _ = edgeseg.reparameterize(model, verify=False)
+    _, meta = convert_shape_only(lay, lay.from_canonical(model.state_dict()), entry.infer_cfg)
+    assert entry.infer_cfg(meta) == {"num_classes": 10}

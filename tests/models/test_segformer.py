@@ -20,7 +20,7 @@ from edgeseg.errors import CheckpointError, DetectionError
 from edgeseg.models.segformer import VARIANTS as VARIANT_SPECS
 from edgeseg.registry import get_entry
 from edgeseg.reparam.verify import check_equivalence
-from edgeseg.testing import make_checkpoint
+from edgeseg.testing import convert_shape_only, make_checkpoint
 
 VARIANTS = ["b0", "b1", "b2", "b3", "b4", "b5"]
 FAST = ["b0", "b1"]
@@ -313,7 +313,19 @@ def test_strict_errors_hf(ckpt, tmp_path):
 # ------------------------------------------------------------------ reparameterization and deploy
 
 
-def test_reparam_folds_linear_fuse_at_512_and_non_square(ckpt):
+def _convs_at_quarter(model, size=(512, 512)) -> list[tuple[int, int]]:
+    """(in, out) channels of every conv the decode head runs at 1/4 resolution."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append((mod.in_channels, mod.out_channels)) if o.shape[-1] == size[1] // 4 else None)
+             for m in model.decode_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.randn(1, 3, *size))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_reparam_splits_the_fuse_conv_per_stage_at_512_and_non_square(ckpt):
     model = ckpt("b0")[1]
     fused, result = edgeseg.reparameterize(model, verify=False)
     # The gate's check at the deploy size and its non-square second size, one image each.
@@ -321,11 +333,28 @@ def test_reparam_folds_linear_fuse_at_512_and_non_square(ckpt):
     assert sizes == [(512, 512), (480, 544)]
     report = check_equivalence(model, fused, sizes, batch=1, seed=11)
     assert report.passed and report.max_rel <= 1e-5, report.as_dict()
-    assert result.report.as_dict() == {"ConvBN": 1}
+    assert result.report.as_dict() == {"SegFormerHead": 1}
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
-    keys = [k for k in fused.state_dict() if k.startswith("decode_head.linear_fuse.")]
-    assert keys == ["decode_head.linear_fuse.conv.weight", "decode_head.linear_fuse.conv.bias"]
+    keys = [k for k in fused.state_dict() if k.startswith("decode_head.")]
+    assert keys == [f"decode_head.branches.{s}.{leaf}" for s in range(4) for leaf in ("weight", "bias")] + \
+        ["decode_head.linear_pred.weight", "decode_head.linear_pred.bias"]
+    # the 4x256 -> 256 fuse conv at 1/4 (4.3 of B0's 8.4 GMACs) is gone: stage 1's 32 -> 256
+    # projection and the classifier are all that run there
+    assert sorted(_convs_at_quarter(model)) == [(256, 150), (1024, 256)]
+    assert sorted(_convs_at_quarter(fused)) == [(32, 256), (256, 150)]
     assert layer_norm_eps(fused) == layer_norm_eps(model)
+
+
+def test_mmseg_head_reparam_moves_the_fusion_conv_before_upsampling():
+    model = edgeseg.create("segformer_b0", pretrained_like=3, head="mmseg", conv_seg_channels=None, num_classes=19)
+    fused, result = edgeseg.reparameterize(model, input_size=(256, 320), sizes=[(256, 320), (224, 224)])
+    assert result.equivalence.passed and result.equivalence.max_rel <= 1e-5, result.equivalence.as_dict()
+    assert result.report.as_dict()["MMSegSegformerHead"] == 1
+    assert sorted(_convs_at_quarter(fused, (256, 320))) == [(32, 256), (256, 19), (256, 256)]
+    # the deploy head's keys tell detection which head it is
+    from edgeseg.models.segformer_layouts import infer_cfg
+
+    assert infer_cfg(fused.state_dict()) == {"num_classes": 19, "decoder_dim": 256}
 
 
 @pytest.mark.parametrize("variant", SLOW)
@@ -355,3 +384,20 @@ def test_deploy_round_trip_keeps_hf_eps(ckpt, tmp_path):
     assert deployed.edgeseg.cfg["norm_eps"] == HF_EPS and set(layer_norm_eps(deployed).values()) == {HF_EPS}
     x = torch.randn(1, 3, 256, 192)
     assert rel_err(run(deployed, x), run(model, x)) <= 1e-5
+
+
+# ------------------------------------------------------------------ shape-only checkpoints (`edgeseg info`)
+
+
+
+
+
+
+@pytest.mark.parametrize("layout", ["mmseg", "huggingface", "mmseg1"])
+def test_layouts_convert_shape_only_state_dicts(layout):
+    """`info` hands converters TensorMeta instead of tensors: same canonical keys, shapes and cfg."""
+    entry = get_entry("segformer_b0")
+    lay = find_layout(entry, layout)
+    model = edgeseg.create(entry.name, num_classes=19, **lay.cfg_overrides)
+    _, from_meta = convert_shape_only(lay, lay.from_canonical(model.state_dict()), entry.infer_cfg)
+    assert entry.infer_cfg(from_meta)["num_classes"] == 19

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import edgeseg
 from edgeseg.analysis import count_macs, count_params
 from edgeseg.checkpoint.detect import build_structure, detect
-from edgeseg.checkpoint.layouts import LayoutMismatch
+from edgeseg.checkpoint.layouts import LayoutMismatch, find_layout
 from edgeseg.errors import DetectionError, EdgesegError
 from edgeseg.models.layers.static_pool import StaticAvgPool2d, adaptive_windows
 from edgeseg.models.topformer import MMSEG
@@ -20,7 +20,7 @@ from edgeseg.registry import get_entry
 from edgeseg.reparam.verify import check_equivalence
 from edgeseg.reparam.walker import reparameterize_model
 from edgeseg.synthetic import randomize_weights_
-from edgeseg.testing import make_checkpoint
+from edgeseg.testing import convert_shape_only, make_checkpoint
 
 VARIANTS = ("topformer_tiny", "topformer_small", "topformer_base")
 # hustvl/TopFormer (models.md): params of the published models, GMACs at 512x512.
@@ -216,3 +216,12 @@ def test_baked_export_graph_is_static(tiny):
     with torch.no_grad():
         ref = tiny(x).numpy()
     assert np.abs(out - ref).max() <= FP32_REL * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("layout", [layout.name for layout in get_entry("topformer_tiny").layouts])
+def test_layouts_convert_shape_only_state_dicts(layout):
+    """`info` hands converters TensorMeta instead of tensors: same canonical keys, shapes and cfg."""
+    entry = get_entry("topformer_tiny")
+    lay = find_layout(entry, layout)
+    _, from_meta = convert_shape_only(lay, lay.from_canonical(edgeseg.create(entry.name, num_classes=19).state_dict()), entry.infer_cfg)
+    assert entry.infer_cfg(from_meta) == {"num_classes": 19}
