@@ -53,6 +53,7 @@ DEFAULT_SAMPLES = 8
 # on the calibration images meets it, and the gate against PyTorch on fresh images runs after
 # (exit 3, nothing written, when it fails). A stricter selection bar refused graphs parity passes.
 MIN_COSINE = default_tolerances("int8").min_cosine
+NOISE_CHECKS = 2  # random batches the selection checks besides the calibration images, as the parity gate does
 # Arm profiles: QDQ (ORT's guidance: its Arm kernels are written against the QDQ-fused graph) and
 # 8-bit weights (no u8s8 saturation there). The host's format is measured.
 ARM_PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "rk3588", "snapdragon-865")
@@ -353,7 +354,11 @@ def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
         name = pre.graph.input[0].name
         batches, image_names = calibration_batches(input_size, mean, std, channel_order, opts.calib_images, opts.calib_samples)
         groups = node_groups(pre)
-        ref = _outputs(fp32_path, batches)
+        # Candidates are judged on what the parity gate feeds too: the images plus N(0,1) batches
+        # (a selection that agrees on images alone passed here and then failed the gate on noise).
+        rng = np.random.default_rng(0)
+        checks = batches + [rng.standard_normal(batches[0].shape, dtype=np.float32) for _ in range(NOISE_CHECKS)]
+        ref = _outputs(fp32_path, checks)
         x = batches[0]
 
         def build(c: Candidate) -> Candidate:
@@ -366,7 +371,7 @@ def quantize_onnx(fp32_model, *, input_size, mean, std, channel_order: str,
                                 reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, nodes_to_exclude=list(c.exclude), calibrate_method=method,
                                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-            got = _outputs(c.path, batches)
+            got = _outputs(c.path, checks)
             c.cosine = min_cosine(ref, got)
             c.failed = agreement_failures(ref, got, task)
             return c
