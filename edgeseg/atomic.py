@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from edgeseg import interrupt
 from edgeseg.errors import OutputError
 
 
@@ -91,6 +92,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False, directory: b
         yield tmp
         apply_umask(tmp)
         check_output_path(path, overwrite, directory)  # the path may have changed while we worked
+        interrupt.raise_if_requested()  # a Ctrl-C that native code swallowed still stops the publish
         if path.is_dir() and not path.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=parent))
             os.replace(path, old / path.name)  # an edgeseg directory artifact (checked above)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 import typer
+
+from edgeseg import interrupt
 
 app = typer.Typer(
     name="edgeseg",
@@ -39,7 +42,7 @@ def _click_exceptions():
     return sys.modules[typer.BadParameter.__module__]
 
 
-def _interrupted() -> None:
+def _interrupted(process: bool = False) -> None:
     import signal
 
     # a second Ctrl-C (or a pending one) must not turn the clean exit into a KeyboardInterrupt
@@ -47,6 +50,15 @@ def _interrupted() -> None:
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     print("interrupted", file=sys.stderr)
+    if process:
+        # The `edgeseg` process itself: every `with`/`finally` has run while the interrupt
+        # unwound (staged outputs are gone), so leave now. A normal exit could still end in
+        # death by SIGINT (status -2, not 130): CPython remembers a KeyboardInterrupt that
+        # crossed PyRun_* inside native code (pybind11 during `import torch`) as unhandled even
+        # when it was caught, and re-raises SIGINT at shutdown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     sys.exit(130)
 
 
@@ -64,13 +76,16 @@ def main(argv: list[str] | None = None) -> None:
 
     errors = _click_exceptions()
     args = sys.argv[1:] if argv is None else argv
+    process = argv is None  # the `edgeseg` command itself, not an in-process call (tests, embedding)
     debug = "--debug" in args
+    interrupt.clear()
     hits: list[int] = []
 
     def on_sigint(signum, frame):
         # typer turns KeyboardInterrupt into a plain return of 130 (non-standalone mode); the flag
         # tells that apart from a normal return, so Ctrl-C can never look like success.
         hits.append(signum)
+        interrupt.request()  # read before every publish, in case native code swallows the exception
         raise KeyboardInterrupt
 
     try:
@@ -80,16 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=args, prog_name="edgeseg", standalone_mode=False)
         if hits:
-            _interrupted()
+            _interrupted(process)
         if isinstance(rv, int) and not isinstance(rv, bool) and rv:
             sys.exit(rv)
     except KeyboardInterrupt:
-        _interrupted()
+        _interrupted(process)
     except typer.Abort:
-        _interrupted()
+        _interrupted(process)
     except typer.Exit as exc:
         if hits:
-            _interrupted()
+            _interrupted(process)
         sys.exit(exc.exit_code)
     except errors.NoArgsIsHelpError as exc:
         print(exc.format_message())  # `edgeseg` (or a group) alone: its help, as click does, and success

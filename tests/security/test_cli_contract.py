@@ -105,3 +105,23 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
         assert err.strip().splitlines()[-1] == "interrupted", err
         assert os.listdir(out_dir) == [], "partial output left behind"
     assert set(os.listdir(tmp_path)) == before
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_publish(tmp_path):
+    """Native code (pybind11, ORT) can swallow the KeyboardInterrupt of a SIGINT; the flag the
+    CLI's handler also sets makes the atomic rename refuse, so nothing is published."""
+    from edgeseg import interrupt
+    from edgeseg.atomic import atomic_output
+
+    target = tmp_path / "x.onnx"
+    interrupt.request()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_output(target) as tmp:
+                tmp.write_bytes(b"complete, but the user asked to stop")
+    finally:
+        interrupt.clear()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_output(target) as tmp:  # cleared: publishing works again
+        tmp.write_bytes(b"ok")
+    assert target.read_bytes() == b"ok"
