@@ -27,7 +27,7 @@ from edgeseg.errors import CheckpointError
 _MAX_DEPTH = 3
 
 
-def _callees(fn: Callable) -> list[Callable]:
+def _callees(fn: Callable, follow_imports: bool) -> list[Callable]:
     code = getattr(fn, "__code__", None)
     if code is None:
         return []
@@ -44,11 +44,7 @@ def _callees(fn: Callable) -> list[Callable]:
         mod = getattr(obj, "__module__", "") or ""
         if callable(obj) and (mod.startswith("edgeseg.models") or mod == home):
             out.append(obj)
-    return out + (_imported_callees(code) if _FOLLOW_IMPORTS[0] else [])
-
-
-# Whether `_callees` follows a factory's in-body imports (off for the first, torch-free pass).
-_FOLLOW_IMPORTS = [False]
+    return out + (_imported_callees(code) if follow_imports else [])
 
 
 def _imported_callees(code) -> list[Callable]:
@@ -66,7 +62,7 @@ def _imported_callees(code) -> list[Callable]:
     return out
 
 
-def _signature_fields(fn: Callable, depth: int = 0) -> dict[str, Any]:
+def _signature_fields(fn: Callable, follow_imports: bool, depth: int = 0) -> dict[str, Any]:
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         sig = inspect.signature(target)
@@ -91,19 +87,15 @@ def _signature_fields(fn: Callable, depth: int = 0) -> dict[str, Any]:
         else:
             fields[p.name] = int | float | bool | str | None | list
     if forwards and depth < _MAX_DEPTH:
-        for callee in _callees(target):
-            for k, v in _signature_fields(callee, depth + 1).items():
+        for callee in _callees(target, follow_imports):
+            for k, v in _signature_fields(callee, follow_imports, depth + 1).items():
                 fields.setdefault(k, v)
     return fields
 
 
 @functools.lru_cache(maxsize=None)
 def _fields_cached(factory: Callable, follow_imports: bool) -> tuple[tuple[str, Any], ...]:
-    _FOLLOW_IMPORTS[0] = follow_imports
-    try:
-        return tuple(_signature_fields(factory).items())
-    finally:
-        _FOLLOW_IMPORTS[0] = False
+    return tuple(_signature_fields(factory, follow_imports).items())
 
 
 def cfg_fields(factory: Callable, keys: Any = None) -> dict[str, Any]:
